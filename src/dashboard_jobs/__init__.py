@@ -1,0 +1,1 @@
+"""Event pipeline behind the student dashboard."""

@@ -1,0 +1,99 @@
+"""Process settings, read once from the environment at each entry point."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from functools import cached_property
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
+
+# Only used when APP_ENV=development, so a laptop or the demo works without a secret
+# while a deployment that forgets JWT_SECRET refuses to start.
+DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-in-production-0123456789"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every setting of every process; environment variable names are the field names in capitals."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    app_env: Environment = Environment.PRODUCTION
+    log_level: str = "INFO"
+
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL such as postgresql+asyncpg://user@host/db; "
+        "unset means the CLI starts an embedded PostgreSQL.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    embedded_postgres_dir: str = Field(
+        default=".data/postgres", description="Data folder of the embedded PostgreSQL."
+    )
+
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    broker_prefix: str = Field(
+        default="dashboard",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,60}$",
+        description="Prefix of every exchange and queue name, so several deployments or "
+        "test runs can share one RabbitMQ virtual host.",
+    )
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str = "dashboard-jobs"
+    jwt_audience: str = "dashboard-api"
+
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Poll fallback when no NOTIFY arrives, in seconds."
+    )
+    outbox_retention: timedelta = Field(default=timedelta(days=7))
+    outbox_cleanup_batch_size: int = Field(default=1_000, ge=1)
+
+    summary_prefetch: int = Field(default=256, ge=1, le=10_000)
+    summary_coalesce_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="How long the summary consumer waits for more requests before one "
+        "recomputation covers them all, in seconds.",
+    )
+    summary_max_batch_messages: int = Field(default=500, ge=1)
+    summary_rebuild_batch_size: int = Field(default=500, ge=1, le=10_000)
+    summary_rebuild_cron: str = Field(
+        default="30 2 * * *",
+        description="Cron expression (in the platform time zone) of the full summary "
+        "rebuild that ages the rolling windows.",
+    )
+    timezone: str = "Europe/Paris"
+
+    @model_validator(mode="after")
+    def _require_secret_outside_development(self) -> Settings:
+        if self.jwt_secret is None and self.app_env is Environment.DEVELOPMENT:
+            self.jwt_secret = SecretStr(DEVELOPMENT_JWT_SECRET)
+        return self
+
+    def require_jwt_secret(self) -> str:
+        """Return the signing key, raising when none is configured outside development mode."""
+        if self.jwt_secret is None:
+            raise RuntimeError(
+                "JWT_SECRET is not set. Set JWT_SECRET to a random string of at least 32 "
+                "characters, or APP_ENV=development to use the development key."
+            )
+        return self.jwt_secret.get_secret_value()
+
+    @cached_property
+    def exchange_name(self) -> str:
+        return f"{self.broker_prefix}.events"
+
+    def queue_name(self, consumer: str) -> str:
+        return f"{self.broker_prefix}.{consumer}"
