@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from faststream import AckPolicy
+from faststream import AckPolicy, StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import ExchangeType
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 # A message whose batch failed on a transient database error goes back to its queue after
 # this pause, so a database outage does not turn into a redelivery loop that spins the CPU.
 TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
+
+
+async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
+    """Skip FastStream's JSON decoding: decode() validates the body and rejects what is invalid."""
+    return message.body
 
 
 @dataclass
@@ -57,6 +63,7 @@ def build_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSe
         exchange,
         channel=Channel(prefetch_count=settings.summary_prefetch),
         ack_policy=AckPolicy.MANUAL,
+        decoder=keep_raw_body,
     )
     async def handle_summary_refresh(message: RabbitMessage) -> None:
         raw = message.raw_message

@@ -17,13 +17,16 @@ KPI formulas, with ``now`` the time of the recomputation:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
 
 # Row locks on the students serialise concurrent refreshes of the same student. The
 # recomputation is a separate statement run after the lock is granted, so under READ
@@ -143,3 +146,29 @@ async def refresh_summaries(
         now = (await session.execute(text("SELECT clock_timestamp()"))).scalar_one()
     await session.execute(UPSERT_SUMMARIES, {"ids": list(locked), "now": now})
     return RefreshResult(refreshed=list(locked), skipped=skipped)
+
+
+NEXT_STUDENT_IDS = text(
+    "SELECT id FROM students WHERE id > :after ORDER BY id LIMIT :limit"
+)
+
+
+async def rebuild_all_summaries(
+    session_factory: async_sessionmaker[AsyncSession], batch_size: int = 500
+) -> int:
+    """Recompute every student's summary, one short transaction per batch; return the count.
+
+    Readers are never blocked: each batch upserts rows under MVCC, and the row locks taken
+    by refresh_summaries only make a concurrent refresh of the same students wait.
+    """
+    after = uuid.UUID(int=0)
+    total = 0
+    while True:
+        async with session_factory() as session, session.begin():
+            ids = (await session.execute(NEXT_STUDENT_IDS, {"after": after, "limit": batch_size})).scalars().all()
+            if not ids:
+                return total
+            result = await refresh_summaries(session, ids)
+        total += len(result.refreshed)
+        after = ids[-1]
+        log.debug("summary rebuild batch committed", extra={"students": len(ids), "total": total})

@@ -1,0 +1,145 @@
+"""The `dashboard-jobs` command: one sub-command per process and per one-off job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Annotated
+
+import typer
+
+from dashboard_jobs.logging_setup import configure_logging
+from dashboard_jobs.settings import Settings
+
+log = logging.getLogger("dashboard_jobs.cli")
+
+app = typer.Typer(
+    help="Event pipeline of the student dashboard: relay, worker, API and one-off jobs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once and configure logging from LOG_LEVEL."""
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        typer.echo(f"Invalid settings: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        configure_logging(settings.log_level)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def parse_student_ids(values: list[str] | None) -> list[uuid.UUID]:
+    ids = []
+    for value in values or []:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r} is not a UUID; pass a student id such as 0b6f2a5e-9d7c-4c1e-8a3b-2f1d4e5c6a7b",
+                param_hint="--student-id",
+            ) from None
+    return ids
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target Alembic revision.")] = "head") -> None:
+    """Apply the database migrations (Alembic) up to REVISION."""
+    from dashboard_jobs.db import upgrade_database
+    from dashboard_jobs.processes import require_database_url
+
+    settings = load_settings()
+    upgrade_database(require_database_url(settings), revision)
+    log.info("database migrated", extra={"revision": revision})
+
+
+@app.command()
+def relay(
+    interval: Annotated[float | None, typer.Option(help="Poll fallback interval in seconds when no NOTIFY arrives.", min=0.01)] = None,
+    once: Annotated[bool, typer.Option("--once", help="Publish the pending backlog, then exit.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Outbox rows claimed per transaction.", min=1)] = None,
+) -> None:
+    """Publish outbox rows to RabbitMQ with publisher confirms."""
+    from dashboard_jobs.processes import run_relay
+
+    settings = load_settings(relay_interval_seconds=interval, relay_batch_size=batch_size)
+    published = asyncio.run(run_relay(settings, once=once))
+    if once:
+        typer.echo(f"{published} messages published")
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Process what is queued, then exit.")] = False,
+) -> None:
+    """Run the consumers (FastStream): summary refresh and the others."""
+    from dashboard_jobs.processes import run_worker
+
+    settings = load_settings()
+    asyncio.run(run_worker(settings, once=once))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = load_settings()
+    settings.require_jwt_secret()
+    log.info("api starting", extra={"host": host, "port": port})
+    uvicorn.run(
+        "dashboard_jobs.api.app:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
+    log.info("api stopped")
+
+
+@app.command("refresh-summary")
+def refresh_summary(
+    student_id: Annotated[list[str] | None, typer.Option("--student-id", help="Student UUID; repeat for several. Default: every student.")] = None,
+    concurrently: Annotated[bool, typer.Option("--concurrently", help="Accepted for compatibility: the rebuild never blocks readers.")] = False,
+) -> None:
+    """Recompute dashboard summaries now, in batches, without blocking readers."""
+    from dashboard_jobs.processes import refresh_summary_now
+
+    ids = parse_student_ids(student_id)
+    settings = load_settings()
+    count, seconds = asyncio.run(refresh_summary_now(settings, ids))
+    typer.echo(f"{count} résumés recalculés en {seconds:.2f} s ({count} summaries refreshed in {seconds:.2f} s)")
+
+
+@app.command()
+def token(
+    account_id: Annotated[str, typer.Option(help="Account UUID, the token's subject.")],
+    role: Annotated[str, typer.Option(help="admin, coach or parent.")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
+) -> None:
+    """Print a development bearer token for an account."""
+    from dashboard_jobs.api.auth import mint_token
+
+    settings = load_settings()
+    if role not in {"admin", "coach", "parent"}:
+        raise typer.BadParameter(f"{role!r} is not a role; use admin, coach or parent", param_hint="--role")
+    typer.echo(mint_token(settings, parse_student_ids([account_id])[0], role, ttl_seconds=ttl))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

