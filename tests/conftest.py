@@ -1,9 +1,10 @@
 """Shared fixtures: a private database and private broker names for each test run.
 
-Tests talk to the real PostgreSQL and RabbitMQ. TEST_DATABASE_URL (an admin connection
-used to create and drop the run's database) and RABBITMQ_URL select the servers; without
-them the local servers on 127.0.0.1 are used. When neither a URL nor a local server is
-available and Docker is, testcontainers starts both.
+Tests talk to real servers. DATABASE_URL (a connection allowed to create databases) and
+RABBITMQ_URL select them. Without DATABASE_URL, testcontainers starts PostgreSQL when a
+Docker engine answers, and otherwise an embedded PostgreSQL runs in .data/postgres-test.
+RABBITMQ_URL defaults to the local broker; testcontainers starts one only when that
+broker does not answer and Docker does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -22,42 +25,56 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dashboard_jobs.consumers.topology import build_topology, declare_topology
 from dashboard_jobs.db import asyncpg_dsn, create_engine, create_session_factory, upgrade_database
-from dashboard_jobs.settings import Settings
+from dashboard_jobs.runtime import BrokerUnavailableError, check_broker, database_url_or_embedded
+from dashboard_jobs.settings import DEFAULT_RABBITMQ_URL, Settings
 
-DEFAULT_ADMIN_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+EMBEDDED_DATA_DIR = Path(__file__).resolve().parents[1] / ".data" / "postgres-test"
 
 
-def _reachable_postgres(url: str) -> bool:
-    async def probe() -> bool:
-        try:
-            connection = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
-        except (OSError, asyncpg.PostgresError):
-            return False
-        await connection.close()
-        return True
+def _docker_available() -> bool:
+    try:
+        import docker
 
-    return asyncio.run(probe())
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means "no usable engine"
+        return False
+    return True
+
+
+def _broker_answers(url: str) -> bool:
+    try:
+        asyncio.run(check_broker(url, timeout_seconds=3))
+    except BrokerUnavailableError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:
     """Return (admin database URL, RabbitMQ URL) of the servers the run uses."""
-    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_ADMIN_DATABASE_URL)
-    rabbit_url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
-    if "TEST_DATABASE_URL" in os.environ or _reachable_postgres(admin_url):
+    with ExitStack() as stack:
+        admin_url = os.environ.get("DATABASE_URL")
+        rabbit_url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+        docker = None if admin_url and _broker_answers(rabbit_url) else _docker_available()
+
+        if not admin_url and docker:
+            from testcontainers.postgres import PostgresContainer
+
+            postgres = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+            admin_url = postgres.get_connection_url()
+        elif not admin_url:
+            admin_url = stack.enter_context(database_url_or_embedded(None, EMBEDDED_DATA_DIR))
+
+        if not _broker_answers(rabbit_url):
+            if not docker:
+                pytest.exit(f"RabbitMQ does not answer at {rabbit_url}; start it or set RABBITMQ_URL.", returncode=2)
+            from testcontainers.rabbitmq import RabbitMqContainer
+
+            rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.13-management"))
+            params = rabbit.get_connection_params()
+            rabbit_url = f"amqp://guest:guest@{params.host}:{params.port}/"
+
         yield admin_url, rabbit_url
-        return
-
-    # NOTE: this path needs a Docker engine, which the development machines do not run.
-    from testcontainers.postgres import PostgresContainer
-    from testcontainers.rabbitmq import RabbitMqContainer
-
-    with PostgresContainer("postgres:16-alpine") as postgres, RabbitMqContainer("rabbitmq:3.13-management") as rabbit:
-        admin = postgres.get_connection_url().replace("+psycopg2", "")
-        params = rabbit.get_connection_params()
-        amqp = f"amqp://guest:guest@{params.host}:{params.port}/"
-        yield admin, amqp
 
 
 @pytest.fixture(scope="session")
