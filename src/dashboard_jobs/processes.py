@@ -48,7 +48,7 @@ def require_database_url(settings: Settings) -> str:
 async def run_relay(settings: Settings, *, once: bool) -> int:
     """Run the relay until a signal arrives, or drain the backlog once; return the count published."""
     database_url = require_database_url(settings)
-    engine = create_engine(database_url, pool_size=2)
+    engine = create_engine(database_url, pool_size=settings.relay_concurrency + 1)
     publisher = ConfirmingPublisher(
         settings.rabbitmq_url, build_topology(settings), settings.publish_timeout_seconds
     )
@@ -60,6 +60,7 @@ async def run_relay(settings: Settings, *, once: bool) -> int:
         listen_dsn=asyncpg_dsn(database_url),
         retention=settings.outbox_retention,
         cleanup_batch_size=settings.outbox_cleanup_batch_size,
+        concurrency=settings.relay_concurrency,
     )
     log.info("relay starting", extra={"once": once, "batch_size": settings.relay_batch_size,
                                       "interval_seconds": settings.relay_interval_seconds})

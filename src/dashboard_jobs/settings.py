@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = "dashboard-jobs"
     jwt_audience: str = "dashboard-api"
 
-    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_concurrency: int = Field(
+        default=2, ge=1, le=16, description="Batches one relay process publishes at the same time."
+    )
     relay_interval_seconds: float = Field(
         default=60.0, gt=0, description="Poll fallback when no NOTIFY arrives, in seconds."
     )
@@ -75,6 +78,27 @@ class Settings(BaseSettings):
         "rebuild that ages the rolling windows.",
     )
     timezone: str = "Europe/Paris"
+
+    report_locale: str = Field(
+        default="fr", pattern=r"^(fr|en)$", description="Language of the parent reports: fr or en."
+    )
+    report_prefetch: int = Field(default=16, ge=1, le=1_000)
+    bulk_report_max_students: int = Field(default=1_000, ge=1, le=100_000)
+    report_schedule_cron: str = Field(
+        default="0 6 * * 1",
+        description="Cron expression of the weekly parent report generation, in "
+        "report_schedule_timezone.",
+    )
+    report_schedule_timezone: str = "Europe/Paris"
+    report_schedule_grace: timedelta = Field(
+        default=timedelta(hours=6),
+        description="How late a fire missed while the scheduler was stopped is still run; "
+        "older ones are recorded as skipped.",
+    )
+    # Only safe behind a gateway that authenticates the caller, sets X-Role and X-User-Id,
+    # and strips those headers from client requests. Anywhere else a client could claim any
+    # role by sending the headers, so the default ignores them.
+    trust_gateway_identity_headers: bool = False
 
     @model_validator(mode="after")
     def _require_secret_outside_development(self) -> Settings:

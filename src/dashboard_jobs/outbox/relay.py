@@ -86,7 +86,10 @@ class Relay:
         listen_dsn: str | None = None,
         retention: timedelta = timedelta(days=7),
         cleanup_batch_size: int = 1_000,
+        concurrency: int = 1,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self._sessions = session_factory
         self._publisher = publisher
         self._batch_size = batch_size
@@ -94,6 +97,7 @@ class Relay:
         self._listen_dsn = listen_dsn
         self._retention = retention
         self._cleanup_batch_size = cleanup_batch_size
+        self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -132,7 +136,15 @@ class Relay:
         return BatchResult(len(rows), len(published), failed)
 
     async def drain(self) -> int:
-        """Publish batches until no row is available; return the number published."""
+        """Publish batches until no row is available; return the number published.
+
+        ``concurrency`` lanes claim disjoint batches (SKIP LOCKED), so one lane's database
+        round trips overlap another's wait for confirms.
+        """
+        counts = await asyncio.gather(*(self._drain_lane() for _ in range(self._concurrency)))
+        return sum(counts)
+
+    async def _drain_lane(self) -> int:
         total = 0
         while not self._stopping.is_set():
             result = await self.publish_batch()
