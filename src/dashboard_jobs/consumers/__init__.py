@@ -1,0 +1,1 @@
+"""The worker: FastStream consumers, the broker topology and the inbox."""
