@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Sequence
 
 import aio_pika
+from aiormq.exceptions import AMQPError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from dashboard_jobs.consumers.app import build_worker
 from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, build_topology
@@ -20,6 +22,29 @@ from dashboard_jobs.outbox.relay import Relay
 from dashboard_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A process that starts before the broker (a compose stack, a reboot) waits for it this long,
+# retrying with growing pauses, before it exits non-zero for its supervisor to restart it.
+STARTUP_RETRY_SECONDS = 60.0
+
+
+def retry_startup(what: str) -> AsyncRetrying:
+    """Retry a connection attempt at start-up on network errors, logging each retry."""
+
+    def log_retry(state: RetryCallState) -> None:
+        log.warning(
+            "%s failed, retrying", what,
+            extra={"attempt": state.attempt_number, "error": repr(state.outcome.exception()),
+                   "next_try_in_seconds": round(state.next_action.sleep, 1)},
+        )
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type((OSError, TimeoutError, AMQPError, ConnectionError)),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_delay(STARTUP_RETRY_SECONDS),
+        before_sleep=log_retry,
+        reraise=True,
+    )
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -65,7 +90,9 @@ async def run_relay(settings: Settings, *, once: bool) -> int:
     log.info("relay starting", extra={"once": once, "batch_size": settings.relay_batch_size,
                                       "interval_seconds": settings.relay_interval_seconds})
     try:
-        await publisher.connect()
+        async for attempt in retry_startup("connecting to RabbitMQ"):
+            with attempt:
+                await publisher.connect()
         if once:
             return await relay.drain()
         stop = stop_on_signals()
@@ -86,7 +113,9 @@ async def run_worker(settings: Settings, *, once: bool, idle_checks: int = 3) ->
     worker = build_worker(settings, create_session_factory(engine))
     log.info("worker starting", extra={"once": once, "exchange": worker.topology.exchange})
     try:
-        await worker.broker.start()
+        async for attempt in retry_startup("connecting to RabbitMQ"):
+            with attempt:
+                await worker.broker.start()
         log.info("worker consuming", extra={"queues": [q.name for q in worker.topology.queues]})
         if once:
             await _wait_until_drained(settings, worker, idle_checks)

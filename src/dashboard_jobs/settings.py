@@ -11,8 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
 
-# Only used when APP_ENV=development, so a laptop or the demo works without a secret
-# while a deployment that forgets JWT_SECRET refuses to start.
+# Used only when APP_ENV=development, so the demo runs without a secret. In production a
+# missing JWT_SECRET stops the API at start.
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-in-production-0123456789"
 
 

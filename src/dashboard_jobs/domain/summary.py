@@ -29,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 log = logging.getLogger(__name__)
 
 # Row locks on the students serialise concurrent refreshes of the same student. The
-# recomputation is a separate statement run after the lock is granted, so under READ
-# COMMITTED it sees every write committed before it and a slower refresh that started
-# earlier can never overwrite a newer summary with older figures. FOR NO KEY UPDATE does
+# recomputation is a separate statement run after the lock is granted. Under READ
+# COMMITTED it reads every write committed before it, so a slower refresh that started
+# earlier cannot overwrite a newer summary with older figures. FOR NO KEY UPDATE does
 # not conflict with the FOR KEY SHARE locks that inserts into child tables take.
 LOCK_STUDENTS = text(
     "SELECT id FROM students WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE"

@@ -3,8 +3,8 @@
 It claims unpublished outbox rows in ``seq`` order with ``FOR UPDATE SKIP LOCKED``, publishes
 them with publisher confirms and marks them published in the same transaction, after the
 confirms. The row locks are held while publishing, so two relays never publish the same row.
-A relay that dies after a publish but before its commit leaves the rows unpublished; the
-next claim publishes them again and the consumers' inbox absorbs the duplicate.
+A relay that dies after a publish but before its commit leaves the rows unpublished. The
+next claim publishes them again, and the consumers' inbox absorbs the duplicate.
 """
 
 from __future__ import annotations
