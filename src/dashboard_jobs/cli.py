@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from dashboard_jobs.commands.reports import parent_report, scheduler
 from dashboard_jobs.logging_setup import configure_logging
 from dashboard_jobs.settings import Settings
 
@@ -135,6 +138,49 @@ def token(
     if role not in {"admin", "coach", "parent"}:
         raise typer.BadParameter(f"{role!r} is not a role; use admin, coach or parent", param_hint="--role")
     typer.echo(mint_token(settings, parse_student_ids([account_id])[0], role, ttl_seconds=ttl))
+
+
+@app.command()
+def demo(
+    students: Annotated[int, typer.Option(help="Number of students in the generated school.", min=25, max=50_000)] = 2000,
+    rate: Annotated[float, typer.Option(help="Coach writes per second sent to the API.", min=0.1, max=2000)] = 50.0,
+    duration: Annotated[float, typer.Option(help="Length of the live workload, in seconds.", min=1, max=3600)] = 30.0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated school and workload.")] = 42,
+    database_name: Annotated[str, typer.Option(help="Database the demo creates (or reuses and empties) on the server.")] = "dashboard_demo",
+    lang: Annotated[str, typer.Option(help="Language of the report: fr or en.")] = "fr",
+) -> None:
+    """Load a realistic school, run api, relay and worker, drive coach writes and print a report."""
+    from dashboard_jobs.demo.report import LABELS, render
+    from dashboard_jobs.demo.run import DemoOptions, run_demo
+    from dashboard_jobs.runtime import BrokerUnavailableError, check_broker, database_url_or_embedded
+
+    if lang not in LABELS:
+        raise typer.BadParameter(f"{lang!r} is not a supported language; use fr or en", param_hint="--lang")
+    settings = load_settings(app_env=_development_unless_set())
+    try:
+        asyncio.run(check_broker(settings.rabbitmq_url))
+    except BrokerUnavailableError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+    log_dir = Path(settings.embedded_postgres_dir).parent / "demo-logs"
+    options = DemoOptions(students=students, rate=rate, duration=duration, seed=seed,
+                          database_name=database_name, log_dir=log_dir)
+    with database_url_or_embedded(settings.database_url, settings.embedded_postgres_dir) as server_url:
+        report = asyncio.run(run_demo(settings, server_url, options))
+    typer.echo(render(report, lang, str(log_dir)))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _development_unless_set() -> str | None:
+    # The demo mints its own tokens, so without an explicit APP_ENV it runs in development
+    # mode and uses the development signing key.
+    return None if "APP_ENV" in os.environ else "development"
+
+
+app.command("parent-report")(parent_report)
+app.command("scheduler")(scheduler)
 
 
 def main() -> None:

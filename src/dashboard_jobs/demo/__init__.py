@@ -1,0 +1,1 @@
+"""The demo: a realistic school, the whole pipeline as real processes, and a report."""
