@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dashboard_jobs.consumers.messages import PermanentMessageError, decode
+from dashboard_jobs.consumers.reports import register_report_consumer
 from dashboard_jobs.consumers.summary import SummaryRefresher
 from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, Topology, build_topology
 from dashboard_jobs.contracts.summary import DashboardSummaryRefreshRequestedV1
@@ -98,4 +99,5 @@ def build_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSe
         if not is_new:
             log.info("duplicate summary refresh request acknowledged and skipped", extra=extra)
 
+    register_report_consumer(broker, settings, session_factory, topology)
     return Worker(broker=broker, topology=topology, summary=refresher)

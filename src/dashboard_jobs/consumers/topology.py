@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
+from dashboard_jobs.contracts.reports import ParentReportCompletedV1, ParentReportRequestedV1
 from dashboard_jobs.contracts.summary import (
     DashboardSummaryRefreshCompletedV1,
     DashboardSummaryRefreshRequestedV1,
@@ -19,15 +20,16 @@ from dashboard_jobs.contracts.summary import (
 from dashboard_jobs.settings import Settings
 
 SUMMARY_CONSUMER = "summary"
+REPORT_CONSUMER = "parent_report"
 COMPLETED_TAP = "completed"
 
 # Quorum queues dead-letter a message redelivered more often than this. It is a safety net
-# against a message that crashes its consumer every time; handled failures are rejected
-# straight to the dead-letter queue by the consumer itself.
+# against a message that crashes its consumer every time. Failures the consumer handles
+# are rejected straight to the dead-letter queue.
 DELIVERY_LIMIT = 20
 
-# The completed-events tap exists so COMPLETED events are routable (the relay publishes
-# with mandatory) and can be inspected; it keeps at most a day and 100,000 of them.
+# The relay publishes with mandatory, so every COMPLETED event needs a queue. This tap
+# keeps them for inspection, at most a day and 100,000 of them.
 TAP_MESSAGE_TTL_MS = 24 * 3600 * 1000
 TAP_MAX_LENGTH = 100_000
 
@@ -77,9 +79,10 @@ def build_topology(settings: Settings) -> Topology:
     summary = consumer_queue(
         settings, SUMMARY_CONSUMER, (DashboardSummaryRefreshRequestedV1.TYPE,)
     )
+    report = consumer_queue(settings, REPORT_CONSUMER, (ParentReportRequestedV1.TYPE,))
     tap = QueueSpec(
         name=settings.queue_name(COMPLETED_TAP),
-        routing_keys=(DashboardSummaryRefreshCompletedV1.TYPE,),
+        routing_keys=(DashboardSummaryRefreshCompletedV1.TYPE, ParentReportCompletedV1.TYPE),
         arguments={
             "x-queue-type": "classic",
             "x-message-ttl": TAP_MESSAGE_TTL_MS,
@@ -90,7 +93,7 @@ def build_topology(settings: Settings) -> Topology:
     return Topology(
         exchange=settings.exchange_name,
         dead_letter_exchange=dead_letter_exchange_name(settings),
-        queues=(summary, tap),
+        queues=(summary, report, tap),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dashboard_jobs.contracts.base import Event
+from dashboard_jobs.contracts.reports import ParentReportCompletedV1, ParentReportRequestedV1
 from dashboard_jobs.contracts.summary import (
     DashboardSummaryRefreshCompletedV1,
     DashboardSummaryRefreshRequestedV1,
@@ -34,5 +35,10 @@ def contract_for(event_type: str, version: int) -> type[Event]:
         ) from None
 
 
-for _model in (DashboardSummaryRefreshRequestedV1, DashboardSummaryRefreshCompletedV1):
+for _model in (
+    DashboardSummaryRefreshRequestedV1,
+    DashboardSummaryRefreshCompletedV1,
+    ParentReportRequestedV1,
+    ParentReportCompletedV1,
+):
     register(_model)

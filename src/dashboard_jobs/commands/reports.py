@@ -1,0 +1,245 @@
+"""The `parent-report` and `scheduler` commands.
+
+`parent-report` keeps the flags of the former parent report worker: repeatable
+``--student-id`` (default every student), ``--period YYYY-MM`` (default the previous month)
+and ``--regenerate``. It prints one line per student and a total, in French unless
+``--lang en`` is given or LANG starts with "en", and exits with 1 when a report failed or
+is still pending, 2 on invalid arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dashboard_jobs.contracts.reports import RequestedByCommand
+from dashboard_jobs.domain.periods import InvalidPeriodError, Period, parse_period, previous_period, utc_now
+from dashboard_jobs.settings import Settings
+
+STATUS_LABELS = {
+    "fr": {"generated": "généré", "cached": "en cache", "failed": "échec", "pending": "en attente"},
+    "en": {"generated": "generated", "cached": "cached", "failed": "failed", "pending": "pending"},
+}
+# Singular and plural of each status in the total line.
+TOTAL_LABELS = {
+    "fr": {
+        "generated": ("généré", "générés"),
+        "cached": ("en cache", "en cache"),
+        "failed": ("en échec", "en échec"),
+        "pending": ("en attente", "en attente"),
+    },
+    "en": {
+        "generated": ("generated", "generated"),
+        "cached": ("cached", "cached"),
+        "failed": ("failed", "failed"),
+        "pending": ("pending", "pending"),
+    },
+}
+REASON_LABELS = {
+    "fr": {"student_not_found": "élève introuvable", "period_in_future": "période future"},
+    "en": {"student_not_found": "student not found", "period_in_future": "period in the future"},
+}
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    """One student's result as the command prints it; status "pending" means no outcome before the deadline."""
+
+    student_id: uuid.UUID
+    period: str
+    status: str
+    report_id: uuid.UUID | None
+    reason: str | None = None
+
+
+def parent_report(
+    student_id: Annotated[
+        list[str] | None,
+        typer.Option("--student-id", help="Student UUID; repeat for several. Default: every student."),
+    ] = None,
+    period: Annotated[
+        str | None, typer.Option("--period", help="Month YYYY-MM. Default: the previous month.")
+    ] = None,
+    regenerate: Annotated[
+        bool, typer.Option("--regenerate", help="Regenerate even when a report of the period exists.")
+    ] = False,
+    via_broker: Annotated[
+        bool,
+        typer.Option(
+            "--via-broker",
+            help="Enqueue the requests through the outbox and wait for the worker's results, "
+            "instead of generating in this process.",
+        ),
+    ] = False,
+    wait_seconds: Annotated[
+        float, typer.Option("--wait-seconds", min=0, help="With --via-broker, how long to wait for results, in seconds.")
+    ] = 120.0,
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="Output language, fr or en. Default: from LANG, else fr.")
+    ] = None,
+) -> None:
+    """Generate the parent reports of one month, or reuse those already generated."""
+    language = output_language(lang)
+    ids = _parse_student_ids(student_id)
+    settings = _load_settings()
+    chosen = parse_period_option(period, settings, language)
+
+    lines = asyncio.run(
+        run_parent_report(settings, ids or None, chosen, regenerate, via_broker=via_broker, wait_seconds=wait_seconds)
+    )
+    for line in lines:
+        typer.echo(format_line(line, language))
+    typer.echo(format_total(lines, language))
+    if any(line.status in {"failed", "pending"} for line in lines):
+        raise typer.Exit(1)
+
+
+def scheduler(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the fires that are due now (within the grace period), then exit.")
+    ] = False,
+) -> None:
+    """Run the weekly parent report schedule and the periodic summary rebuild."""
+    settings = _load_settings()
+    asyncio.run(run_scheduler_process(settings, once=once))
+
+
+async def run_parent_report(
+    settings: Settings,
+    student_ids: Sequence[uuid.UUID] | None,
+    period: Period,
+    regenerate: bool,
+    *,
+    via_broker: bool,
+    wait_seconds: float,
+) -> list[ReportLine]:
+    """Generate the reports directly, or through the broker, with the database of ``settings``."""
+    from dashboard_jobs.db import create_engine, create_session_factory
+    from dashboard_jobs.processes import require_database_url
+
+    engine = create_engine(require_database_url(settings), pool_size=2)
+    session_factory = create_session_factory(engine)
+    try:
+        if via_broker:
+            return await _through_broker(session_factory, student_ids, period, regenerate, wait_seconds)
+        return await _directly(session_factory, student_ids, period, regenerate, settings)
+    finally:
+        await engine.dispose()
+
+
+async def run_scheduler_process(settings: Settings, *, once: bool) -> None:
+    from dashboard_jobs.db import create_engine, create_session_factory
+    from dashboard_jobs.processes import require_database_url, stop_on_signals
+    from dashboard_jobs.producers.schedule import run_due_fire, run_scheduler, scheduled_jobs
+
+    engine = create_engine(require_database_url(settings), pool_size=2)
+    session_factory = create_session_factory(engine)
+    try:
+        if once:
+            now = utc_now()
+            for job in scheduled_jobs(settings, session_factory):
+                outcome = await run_due_fire(job, session_factory, now, settings.report_schedule_grace)
+                typer.echo(f"{job.name}: {outcome}")
+            return
+        await run_scheduler(settings, session_factory, stop_on_signals())
+    finally:
+        await engine.dispose()
+
+
+async def _directly(
+    session_factory: async_sessionmaker[AsyncSession],
+    student_ids: Sequence[uuid.UUID] | None,
+    period: Period,
+    regenerate: bool,
+    settings: Settings,
+) -> list[ReportLine]:
+    from dashboard_jobs.producers.reports import generate_reports_direct
+
+    outcomes = await generate_reports_direct(session_factory, student_ids, period, regenerate, settings)
+    return [ReportLine(o.student_id, o.period, o.status, o.report_id, o.reason) for o in outcomes]
+
+
+async def _through_broker(
+    session_factory: async_sessionmaker[AsyncSession],
+    student_ids: Sequence[uuid.UUID] | None,
+    period: Period,
+    regenerate: bool,
+    wait_seconds: float,
+) -> list[ReportLine]:
+    from dashboard_jobs.producers.reports import enqueue_report_requests, wait_for_batch
+
+    requested_by = RequestedByCommand(command="parent-report")
+    async with session_factory() as session, session.begin():
+        batch_id = await enqueue_report_requests(session, student_ids, period, regenerate, requested_by)
+    batch = await wait_for_batch(session_factory, batch_id, wait_seconds)
+    if batch is None:
+        return []
+    return [
+        ReportLine(r.student_id, r.period, r.status or "pending", r.report_id, r.reason) for r in batch.requests
+    ]
+
+
+def output_language(option: str | None) -> str:
+    """Return "fr" or "en" from ``--lang``, else from LANG, else French."""
+    if option is not None:
+        if option not in {"fr", "en"}:
+            raise typer.BadParameter(f"{option!r} is not a supported language; use fr or en.", param_hint="--lang")
+        return option
+    return "en" if os.environ.get("LANG", "").lower().startswith("en") else "fr"
+
+
+def parse_period_option(value: str | None, settings: Settings, language: str) -> Period:
+    """Parse ``--period``, defaulting to the previous month; raise a usage error naming the value."""
+    now = utc_now()
+    if value is None:
+        return previous_period(now, settings.timezone)
+    try:
+        return parse_period(value, now=now, timezone=settings.timezone)
+    except InvalidPeriodError as error:
+        raise typer.BadParameter(error.message(language), param_hint="--period") from None
+
+
+def format_line(line: ReportLine, language: str) -> str:
+    status = STATUS_LABELS[language][line.status]
+    if line.reason:
+        status += f" ({REASON_LABELS[language].get(line.reason, line.reason)})"
+    report = str(line.report_id) if line.report_id else "-"
+    if language == "en":
+        return f"student {line.student_id}  period {line.period}  status {status}  report {report}"
+    return f"élève {line.student_id}  période {line.period}  statut {status}  rapport {report}"
+
+
+def format_total(lines: Sequence[ReportLine], language: str) -> str:
+    counts = Counter(line.status for line in lines)
+    parts = []
+    for status, (singular, plural) in TOTAL_LABELS[language].items():
+        if counts[status]:
+            parts.append(f"{counts[status]} {singular if counts[status] == 1 else plural}")
+    details = f" ({', '.join(parts)})" if parts else ""
+    if language == "en":
+        return f"Total: {len(lines)} {'report' if len(lines) == 1 else 'reports'}{details}"
+    return f"Total : {len(lines)} {'rapport' if len(lines) <= 1 else 'rapports'}{details}"
+
+
+# The cli module registers these commands and so imports this module; importing it back
+# inside the functions avoids the import cycle.
+
+
+def _load_settings() -> Settings:
+    from dashboard_jobs.cli import load_settings
+
+    return load_settings()
+
+
+def _parse_student_ids(values: list[str] | None) -> list[uuid.UUID]:
+    from dashboard_jobs.cli import parse_student_ids
+
+    return list(dict.fromkeys(parse_student_ids(values)))
