@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dashboard_jobs.contracts.reports import (
@@ -25,12 +25,12 @@ from dashboard_jobs.contracts.reports import (
     RequestedBy,
     RequestedByAccount,
 )
-from dashboard_jobs.domain.models import OutboxMessage, Student
+from dashboard_jobs.domain.models import Student
 from dashboard_jobs.domain.periods import Period, utc_now
 from dashboard_jobs.domain.report_models import Report
 from dashboard_jobs.domain.report_requests import Batch, insert_cached_requests, insert_requests, load_batch
 from dashboard_jobs.domain.reports import ReportOutcome, load_reports, produce_reports
-from dashboard_jobs.outbox.writer import NOTIFY_CHANNEL
+from dashboard_jobs.outbox.writer import add_events
 from dashboard_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ async def enqueue_report_requests(
         )
         for student_id in ids
     ]
-    await add_events(session, events, correlation_id=batch_id)
+    await add_report_events(session, events, correlation_id=batch_id)
     log.info(
         "report requests enqueued",
         extra={"batch_id": str(batch_id), "period": str(period), "requests": len(ids), "regenerate": regenerate},
@@ -131,29 +131,16 @@ async def submit_report_batch(
     return BatchSubmission(batch_id=batch_id, cached=cached, pending=pending)
 
 
-async def add_events(
+async def add_report_events(
     session: AsyncSession, events: Sequence[ParentReportRequestedV1 | ParentReportCompletedV1], *, correlation_id: uuid.UUID
 ) -> None:
-    """Insert report events as outbox rows with one multi-row statement and one NOTIFY.
-
-    The rows have the layout that outbox.writer.add_event writes for a single event.
-    """
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "aggregatetype": AGGREGATE_TYPE,
-            "aggregateid": f"{event.student_id}:{event.period}",
-            "type": event.TYPE,
-            "version": event.VERSION,
-            "payload": event.model_dump(mode="json"),
-            "headers": {"correlation_id": str(correlation_id)},
-        }
-        for event in events
-    ]
-    if not rows:
-        return
-    await session.execute(insert(OutboxMessage), rows)
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    """Insert report events as outbox rows with one statement, keyed by student and period."""
+    await add_events(
+        session,
+        [(event, f"{event.student_id}:{event.period}") for event in events],
+        aggregate_type=AGGREGATE_TYPE,
+        correlation_id=correlation_id,
+    )
 
 
 async def generate_reports_direct(
@@ -184,7 +171,7 @@ async def generate_reports_direct(
                 timezone=settings.timezone,
                 locale=settings.report_locale,
             )
-            await add_events(session, [outcome.completed_event(batch_id) for outcome in batch], correlation_id=batch_id)
+            await add_report_events(session, [outcome.completed_event(batch_id) for outcome in batch], correlation_id=batch_id)
         outcomes.extend(batch)
     log.info(
         "reports generated directly",
