@@ -185,6 +185,43 @@ MESSAGES: dict[str, dict[str, str]] = {
     "expected.uuid": {"fr": "Un identifiant UUID est attendu.", "en": "A UUID is expected."},
     "expected.object": {"fr": "Un objet JSON est attendu.", "en": "A JSON object is expected."},
     "validation.other": {"fr": "Valeur invalide ({reason}).", "en": "Invalid value ({reason})."},
+    # Parent reports and the bulk endpoint.
+    "period.invalid": {
+        "fr": "Format attendu YYYY-MM avec un mois de 01 à 12, par exemple 2025-01.",
+        "en": "Expected the form YYYY-MM with a month from 01 to 12, for example 2025-01.",
+    },
+    "period.future": {
+        "fr": "Cette période est postérieure au mois en cours ; choisissez ce mois-ci ou un mois passé.",
+        "en": "This period is after the current month; choose this month or an earlier one.",
+    },
+    "student_ids.too_many": {
+        "fr": "Une demande porte sur {max} élèves au plus ; découpez-la en plusieurs demandes.",
+        "en": "A request covers at most {max} students; split it into several requests.",
+    },
+    "student_ids.empty": {
+        "fr": "Listez au moins un élève, ou omettez student_ids (administrateurs seulement) pour tous les élèves.",
+        "en": "List at least one student, or omit student_ids (admins only) for every student.",
+    },
+    "wait.out_of_range": {
+        "fr": "L'attente doit être comprise entre 0 et {max} secondes.",
+        "en": "The wait must be between 0 and {max} seconds.",
+    },
+    "forbidden.all_students_admin_only": {
+        "fr": "Seul un administrateur peut demander les rapports de tous les élèves ; listez vos élèves dans student_ids.",
+        "en": "Only an admin can request every student's report; list your students in student_ids.",
+    },
+    "forbidden.report_batch_access": {
+        "fr": "Ce lot de rapports n'est consultable que par la personne qui l'a demandé.",
+        "en": "Only the account that requested this report batch can read it.",
+    },
+    "not_found.report": {
+        "fr": "Aucun rapport n'a encore été généré pour cet élève sur cette période.",
+        "en": "No report has been generated yet for this student and period.",
+    },
+    "not_found.report_batch": {
+        "fr": "Aucun lot de rapports n'a l'identifiant {id}.",
+        "en": "No report batch has id {id}.",
+    },
 }
 
 # Pydantic error types to the message ids above; other types use validation.other.

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashboard_jobs.api.auth import CurrentPrincipal
 from dashboard_jobs.api.dependencies import SessionFactory
 from dashboard_jobs.api.gateway import GatewayPrincipal
-from dashboard_jobs.api.problems import MESSAGES, request_language
+from dashboard_jobs.api.problems import request_language
 from dashboard_jobs.api.report_page import render_report_page
 from dashboard_jobs.api.schemas import PROBLEM_RESPONSES, RequestModel
 from dashboard_jobs.contracts.reports import RequestedByAccount
@@ -48,49 +48,6 @@ router = APIRouter(tags=["reports"], responses=PROBLEM_RESPONSES)
 
 MAX_WAIT_SECONDS = 30.0
 
-# Messages of these routes, in the catalogue the problem handlers translate from.
-# NOTE: they belong in api/problems.MESSAGES; they are added here so this router stays
-# self-contained until they move.
-REPORT_MESSAGES: dict[str, dict[str, str]] = {
-    "period.invalid": {
-        "fr": "Format attendu YYYY-MM avec un mois de 01 à 12, par exemple 2025-01.",
-        "en": "Expected the form YYYY-MM with a month from 01 to 12, for example 2025-01.",
-    },
-    "period.future": {
-        "fr": "Cette période est postérieure au mois en cours ; choisissez ce mois-ci ou un mois passé.",
-        "en": "This period is after the current month; choose this month or an earlier one.",
-    },
-    "student_ids.too_many": {
-        "fr": "Une demande porte sur {max} élèves au plus ; découpez-la en plusieurs demandes.",
-        "en": "A request covers at most {max} students; split it into several requests.",
-    },
-    "student_ids.empty": {
-        "fr": "Listez au moins un élève, ou omettez student_ids (administrateurs seulement) pour tous les élèves.",
-        "en": "List at least one student, or omit student_ids (admins only) for every student.",
-    },
-    "wait.out_of_range": {
-        "fr": "L'attente doit être comprise entre 0 et {max} secondes.",
-        "en": "The wait must be between 0 and {max} seconds.",
-    },
-    "forbidden.all_students_admin_only": {
-        "fr": "Seul un administrateur peut demander les rapports de tous les élèves ; listez vos élèves dans student_ids.",
-        "en": "Only an admin can request every student's report; list your students in student_ids.",
-    },
-    "forbidden.report_batch_access": {
-        "fr": "Ce lot de rapports n'est consultable que par la personne qui l'a demandé.",
-        "en": "Only the account that requested this report batch can read it.",
-    },
-    "not_found.report": {
-        "fr": "Aucun rapport n'a encore été généré pour cet élève sur cette période.",
-        "en": "No report has been generated yet for this student and period.",
-    },
-    "not_found.report_batch": {
-        "fr": "Aucun lot de rapports n'a l'identifiant {id}.",
-        "en": "No report batch has id {id}.",
-    },
-}
-for _message_id, _texts in REPORT_MESSAGES.items():
-    MESSAGES.setdefault(_message_id, _texts)
 
 
 class BulkReportCreate(RequestModel):
