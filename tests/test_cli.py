@@ -26,6 +26,7 @@ def run_cli(settings, *arguments: str, timeout: float = 120, **environment: str)
         "BROKER_PREFIX": settings.broker_prefix,
         "APP_ENV": "development",
         "LOG_LEVEL": "INFO",
+        "LANG": "C.UTF-8",
         **environment,
     }
     return subprocess.run(
@@ -63,9 +64,9 @@ async def test_refresh_summary_all_and_selected(settings, session_factory, clean
     selected = run_cli(settings, "refresh-summary", "--student-id", str(students[0]))
 
     assert everyone.returncode == 0, everyone.stderr
-    assert "4 résumés recalculés" in everyone.stdout
+    assert "4 résumé(s) recalculé(s)" in everyone.stdout
     assert selected.returncode == 0, selected.stderr
-    assert "1 résumés recalculés" in selected.stdout
+    assert "1 résumé(s) recalculé(s)" in selected.stdout
     assert await scalar(session_factory, "SELECT count(*) FROM dashboard_summary") == 4
 
 

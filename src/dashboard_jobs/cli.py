@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from dashboard_jobs.commands.language import output_language
 from dashboard_jobs.commands.reports import parent_report, scheduler
 from dashboard_jobs.logging_setup import configure_logging
 from dashboard_jobs.settings import Settings
@@ -115,14 +116,19 @@ def api(
 def refresh_summary(
     student_id: Annotated[list[str] | None, typer.Option("--student-id", help="Student UUID; repeat for several. Default: every student.")] = None,
     concurrently: Annotated[bool, typer.Option("--concurrently", help="Accepted for compatibility: the rebuild never blocks readers.")] = False,
+    lang: Annotated[str | None, typer.Option("--lang", help="Output language, fr or en. Default: from LANG, else fr.")] = None,
 ) -> None:
     """Recompute dashboard summaries now, in batches, without blocking readers."""
     from dashboard_jobs.processes import refresh_summary_now
 
+    language = output_language(lang)
     ids = parse_student_ids(student_id)
     settings = load_settings()
     count, seconds = asyncio.run(refresh_summary_now(settings, ids))
-    typer.echo(f"{count} résumés recalculés en {seconds:.2f} s ({count} summaries refreshed in {seconds:.2f} s)")
+    if language == "fr":
+        typer.echo(f"{count} résumé(s) recalculé(s) en {seconds:.2f} s".replace(".", ","))
+    else:
+        typer.echo(f"{count} summaries refreshed in {seconds:.2f} s")
 
 
 @app.command()
@@ -147,15 +153,14 @@ def demo(
     duration: Annotated[float, typer.Option(help="Length of the live workload, in seconds.", min=1, max=3600)] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the generated school and workload.")] = 42,
     database_name: Annotated[str, typer.Option(help="Database the demo creates (or reuses and empties) on the server.")] = "dashboard_demo",
-    lang: Annotated[str, typer.Option(help="Language of the report: fr or en.")] = "fr",
+    lang: Annotated[str | None, typer.Option("--lang", help="Language of the report, fr or en. Default: from LANG, else fr.")] = None,
 ) -> None:
     """Load a realistic school, run api, relay and worker, drive coach writes and print a report."""
-    from dashboard_jobs.demo.report import LABELS, render
+    from dashboard_jobs.demo.report import render
     from dashboard_jobs.demo.run import DemoOptions, run_demo
     from dashboard_jobs.runtime import BrokerUnavailableError, check_broker, database_url_or_embedded
 
-    if lang not in LABELS:
-        raise typer.BadParameter(f"{lang!r} is not a supported language; use fr or en", param_hint="--lang")
+    language = output_language(lang)
     settings = load_settings(app_env=_development_unless_set())
     try:
         asyncio.run(check_broker(settings.rabbitmq_url))
@@ -168,7 +173,7 @@ def demo(
                           database_name=database_name, log_dir=log_dir)
     with database_url_or_embedded(settings.database_url, settings.embedded_postgres_dir) as server_url:
         report = asyncio.run(run_demo(settings, server_url, options))
-    typer.echo(render(report, lang, str(log_dir)))
+    typer.echo(render(report, language, str(log_dir)))
     if not report.ok:
         raise typer.Exit(1)
 

@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dashboard_jobs.commands.language import output_language
 from dashboard_jobs.contracts.reports import RequestedByCommand
 from dashboard_jobs.domain.periods import InvalidPeriodError, Period, parse_period, previous_period, utc_now
 from dashboard_jobs.settings import Settings
@@ -185,15 +186,6 @@ async def _through_broker(
     return [
         ReportLine(r.student_id, r.period, r.status or "pending", r.report_id, r.reason) for r in batch.requests
     ]
-
-
-def output_language(option: str | None) -> str:
-    """Return "fr" or "en" from ``--lang``, else from LANG, else French."""
-    if option is not None:
-        if option not in {"fr", "en"}:
-            raise typer.BadParameter(f"{option!r} is not a supported language; use fr or en.", param_hint="--lang")
-        return option
-    return "en" if os.environ.get("LANG", "").lower().startswith("en") else "fr"
 
 
 def parse_period_option(value: str | None, settings: Settings, language: str) -> Period:
