@@ -8,11 +8,10 @@ import platform
 import uuid
 from contextlib import asynccontextmanager
 
-import aio_pika
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from dashboard_jobs.consumers.topology import build_topology
+from dashboard_jobs.consumers.topology import build_topology, delete_topology_at
 from dashboard_jobs.db import asyncpg_dsn, upgrade_database_async
 from dashboard_jobs.settings import DEFAULT_RABBITMQ_URL, Settings
 
@@ -38,16 +37,7 @@ async def scratch(**overrides):
     try:
         yield settings
     finally:
-        connection = await aio_pika.connect(RABBITMQ_URL)
-        channel = await connection.channel()
-        topology = build_topology(settings)
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            if spec.dead_letter_queue:
-                await channel.queue_delete(spec.dead_letter_queue)
-        await channel.exchange_delete(topology.exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
-        await connection.close()
+        await delete_topology_at(RABBITMQ_URL, build_topology(settings))
         admin = await asyncpg.connect(asyncpg_dsn(ADMIN_URL))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

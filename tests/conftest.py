@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from dashboard_jobs.consumers.topology import build_topology, declare_topology
+from dashboard_jobs.consumers.topology import build_topology, declare_topology, delete_topology_at
 from dashboard_jobs.db import asyncpg_dsn, create_engine, create_session_factory, upgrade_database
 from dashboard_jobs.runtime import BrokerUnavailableError, check_broker, database_url_or_embedded
 from dashboard_jobs.settings import DEFAULT_RABBITMQ_URL, Settings
@@ -130,32 +130,19 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def broker_cleanup(settings: Settings) -> AsyncIterator[None]:
     """Delete this run's exchanges and queues at the end of the session."""
     yield
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    try:
-        channel = await connection.channel()
-        topology = build_topology(settings)
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            if spec.dead_letter_queue:
-                await channel.queue_delete(spec.dead_letter_queue)
-        await channel.exchange_delete(topology.exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
-    finally:
-        await connection.close()
+    await delete_topology_at(settings.rabbitmq_url, build_topology(settings))
 
 
 @pytest.fixture
 async def topology(settings: Settings, broker_cleanup: None):
-    """Declare the run's topology and purge its queues, so each test starts empty."""
+    """Declare the run's topology and purge its queues (retry and dead-letter queues too), so each test starts empty."""
     topology = build_topology(settings)
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
         await declare_topology(channel, topology)
-        for spec in topology.queues:
-            await (await channel.get_queue(spec.name)).purge()
-            if spec.dead_letter_queue:
-                await (await channel.get_queue(spec.dead_letter_queue)).purge()
+        for name in topology.queue_names():
+            await (await channel.get_queue(name)).purge()
     finally:
         await connection.close()
     return topology

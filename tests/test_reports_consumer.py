@@ -152,7 +152,8 @@ async def test_invalid_periods_are_dead_lettered(session_factory, data, amqp, to
     assert await scalar(session_factory, "SELECT count(*) FROM reports") == 0
     assert await completed_payloads(session_factory) == []
     dead = await (await channel.get_queue(spec.dead_letter_queue)).get(no_ack=True)
-    assert dead.headers["x-death"][0]["reason"] == "rejected"
+    assert dead.headers["x-dead-letter-reason"] == "permanent"
+    assert dead.headers["x-original-queue"] == spec.name
 
 
 async def test_future_period_completes_as_failed(settings, session_factory, data):

@@ -5,7 +5,8 @@ Build it with ``create_app(settings)``, or let uvicorn call ``app_factory``::
     uvicorn dashboard_jobs.api.app:app_factory --factory
 
 Handlers write domain rows and outbox rows in one transaction and never talk to the
-broker; the relay publishes the outbox. Logging is configured by the entry point.
+broker; the relay publishes the outbox. The exception is the admin operations endpoints on
+dead-letter queues, which exist only in the broker. Logging is configured by the entry point.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard_jobs.api.auth import signing_algorithm
 from dashboard_jobs.api.problems import install_problem_handlers
-from dashboard_jobs.api.routes import evaluations, health, reports, sessions, students, tasks
+from dashboard_jobs.api.routes import dead_letters, evaluations, health, reports, sessions, students, tasks
 from dashboard_jobs.db import create_engine, create_session_factory
 from dashboard_jobs.settings import Settings
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> FastAPI
     for router in (health.router, students.router, tasks.router, evaluations.router, sessions.router):
         app.include_router(router)
     app.include_router(reports.router)
+    app.include_router(dead_letters.router)
     return app
 
 

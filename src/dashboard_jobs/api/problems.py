@@ -126,6 +126,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "Le titre dépasse {max} caractères.",
         "en": "The title is longer than {max} characters.",
     },
+    "string.nul_character": {
+        "fr": "Le texte contient le caractère NUL (U+0000), qui ne peut pas être enregistré. Retirez-le.",
+        "en": "The text contains the NUL character (U+0000), which cannot be stored. Remove it.",
+    },
     "datetime.naive": {
         "fr": "La date n'a pas de fuseau horaire. Ajoutez un décalage, par exemple 2026-03-02T17:00:00+01:00.",
         "en": "The date has no time zone. Add an offset, for example 2026-03-02T17:00:00+01:00.",
@@ -222,6 +226,23 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "Aucun lot de rapports n'a l'identifiant {id}.",
         "en": "No report batch has id {id}.",
     },
+    # Dead-letter operations (admins only).
+    "forbidden.admin_only": {
+        "fr": "Cette opération est réservée aux administrateurs.",
+        "en": "Only admins can perform this operation.",
+    },
+    "dead_letters.queue_unknown": {
+        "fr": "Aucune file de consommateur ne porte ce nom. Files connues : {known}.",
+        "en": "No consumer queue has this name. Known queues: {known}.",
+    },
+    "dead_letters.purge_unconfirmed": {
+        "fr": "La purge supprime les messages définitivement ; envoyez confirm: true pour la lancer.",
+        "en": "Purging deletes the messages for good; send confirm: true to run it.",
+    },
+    "unavailable.broker": {
+        "fr": "RabbitMQ ne répond pas. Réessayez dans quelques instants.",
+        "en": "RabbitMQ does not respond. Try again in a moment.",
+    },
 }
 
 # Pydantic error types to the message ids above; other types use validation.other.
@@ -233,6 +254,7 @@ PYDANTIC_MESSAGE_IDS: dict[str, str] = {
     "json_invalid": "json_invalid",
     "string_type": "expected.string",
     "string_unicode": "expected.string",
+    "string_nul_character": "string.nul_character",
     "int_type": "expected.integer",
     "int_parsing": "expected.integer",
     "int_from_float": "expected.integer",

@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from faststream import AckPolicy, StreamMessage
+from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import ExchangeType
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dashboard_jobs.consumers.messages import PermanentMessageError, decode
+from dashboard_jobs.consumers.failures import FailurePolicy
+from dashboard_jobs.consumers.messages import decode, keep_raw_body
 from dashboard_jobs.consumers.reports import register_report_consumer
 from dashboard_jobs.consumers.summary import SummaryRefresher
-from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, Topology, build_topology
+from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, Topology, build_topology, declare_topology_at
 from dashboard_jobs.contracts.summary import DashboardSummaryRefreshRequestedV1
 from dashboard_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A message whose batch failed on a transient database error goes back to its queue after
-# this pause, so a database outage does not turn into a redelivery loop that spins the CPU.
-TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
 
+class WorkerBroker(RabbitBroker):
+    """A RabbitBroker that declares the whole topology before its subscribers start.
 
-async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
-    """Skip FastStream's JSON decoding: decode() validates the body and rejects what is invalid."""
-    return message.body
+    The subscribers declare only their own queue and exchange. The retry and dead-letter
+    queues must exist before the first failure, and a queue that exists with other
+    arguments must stop the worker with TopologyMismatchError instead of leaving it on a
+    closed channel.
+    """
+
+    def __init__(self, settings: Settings, topology: Topology, **options: Any) -> None:
+        super().__init__(settings.rabbitmq_url, **options)
+        self._settings = settings
+        self._topology = topology
+
+    async def start(self) -> None:
+        await declare_topology_at(self._settings.rabbitmq_url, self._topology, self._settings.publish_timeout_seconds)
+        await super().start()
 
 
 @dataclass
@@ -43,7 +52,7 @@ class Worker:
 def build_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSession]) -> Worker:
     """Build the broker with every subscriber; nothing connects until broker.start()."""
     topology = build_topology(settings)
-    broker = RabbitBroker(settings.rabbitmq_url, graceful_timeout=30.0, logger=log)
+    broker = WorkerBroker(settings, topology, graceful_timeout=settings.shutdown_grace_seconds, logger=log)
     refresher = SummaryRefresher(
         session_factory,
         coalesce_seconds=settings.summary_coalesce_seconds,
@@ -58,6 +67,9 @@ def build_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSe
         arguments=summary_spec.arguments,
         routing_key=summary_spec.routing_keys[0],
     )
+    failures = FailurePolicy(
+        broker, summary_spec, settings.consumer_retry_delays_seconds, settings.publish_timeout_seconds
+    )
 
     @broker.subscriber(
         summary_queue,
@@ -67,37 +79,23 @@ def build_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSe
         decoder=keep_raw_body,
     )
     async def handle_summary_refresh(message: RabbitMessage) -> None:
-        raw = message.raw_message
+        # Every failure, of the message itself or of the batch it joined, goes through the
+        # policy one message at a time, so each keeps its own attempt count.
         try:
-            decoded = decode(raw, expected=DashboardSummaryRefreshRequestedV1)
-        except PermanentMessageError as error:
-            log.error(
-                "message rejected to the dead-letter queue",
-                extra={"message_id": raw.message_id, "queue": summary_spec.name, "reason": str(error)},
-            )
-            await message.reject(requeue=False)
-            return
-
-        extra = {"message_id": str(decoded.envelope.message_id), "correlation_id": str(decoded.envelope.correlation_id)}
-        log.debug("summary refresh request received", extra=extra)
-        try:
+            decoded = decode(message.raw_message, expected=DashboardSummaryRefreshRequestedV1)
+            log.debug("summary refresh request received", extra={"message_id": str(decoded.envelope.message_id)})
             is_new = await refresher.submit(decoded.envelope, decoded.event)
-        except (OperationalError, DBAPIError, OSError) as error:
-            log.warning(
-                "summary refresh failed on a transient error, requeueing",
-                extra={**extra, "error": f"{type(error).__name__}: {error}"},
-            )
-            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_SECONDS)
-            await message.nack(requeue=True)
-            return
-        except Exception:
-            log.exception("summary refresh failed, message rejected to the dead-letter queue", extra=extra)
-            await message.reject(requeue=False)
+        except Exception as error:  # noqa: BLE001 - the policy classifies every failure
+            await failures.handle(message, error)
             return
 
         await message.ack()
         if not is_new:
-            log.info("duplicate summary refresh request acknowledged and skipped", extra=extra)
+            log.info(
+                "duplicate summary refresh request acknowledged and skipped",
+                extra={"message_id": str(decoded.envelope.message_id),
+                       "correlation_id": str(decoded.envelope.correlation_id)},
+            )
 
     register_report_consumer(broker, settings, session_factory, topology)
     return Worker(broker=broker, topology=topology, summary=refresher)

@@ -6,12 +6,17 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from faststream import StreamMessage
 from pydantic import ValidationError
 
 from dashboard_jobs.contracts.base import CAUSATION_HEADER, TRACEPARENT_HEADER, VERSION_HEADER, Envelope, Event
 from dashboard_jobs.contracts.registry import UnknownContractError, contract_for
+
+
+JSON_CONTENT_TYPE = "application/json"
 
 
 class PermanentMessageError(Exception):
@@ -24,6 +29,15 @@ class DecodedMessage:
     event: Event
 
 
+async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
+    """FastStream decoder that returns the body untouched.
+
+    FastStream's default decoder parses JSON before the handler runs, so an invalid body
+    would fail outside the handler and escape the failure policy. decode() validates it.
+    """
+    return message.body
+
+
 def decode(raw: AbstractIncomingMessage, expected: type[Event] | None = None) -> DecodedMessage:
     """Check the type, version and body of ``raw``; raise PermanentMessageError naming what is wrong."""
     if not raw.message_id:
@@ -32,6 +46,13 @@ def decode(raw: AbstractIncomingMessage, expected: type[Event] | None = None) ->
         message_id = uuid.UUID(raw.message_id)
     except ValueError:
         raise PermanentMessageError(f"message_id {raw.message_id!r} is not a UUID") from None
+
+    # The relay always sends JSON; a message without a content type is accepted for tools
+    # that publish by hand, but a declared other type is a producer bug.
+    if raw.content_type not in (None, "", JSON_CONTENT_TYPE):
+        raise PermanentMessageError(
+            f"message {message_id} has content type {raw.content_type!r}; expected {JSON_CONTENT_TYPE!r}"
+        )
 
     event_type = raw.type
     if not event_type:

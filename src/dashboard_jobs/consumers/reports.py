@@ -3,12 +3,12 @@
 Each message is processed in one transaction: its inbox row, the report upsert, the
 request's outcome in ``report_requests`` and the PARENT_REPORT_COMPLETED outbox row.
 The message is acknowledged only after that transaction commits, so a crash before the
-commit redelivers it and a redelivery after the commit is skipped by the inbox.
+commit redelivers it and a redelivery after the commit is skipped by the inbox. A failure
+is settled by the consumers' failure policy: a later retry or the dead-letter queue.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -17,11 +17,11 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.schemas import ExchangeType
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dashboard_jobs.consumers.failures import FailurePolicy
 from dashboard_jobs.consumers.inbox import record_new_messages
-from dashboard_jobs.consumers.messages import PermanentMessageError, decode
+from dashboard_jobs.consumers.messages import decode, keep_raw_body
 from dashboard_jobs.consumers.topology import REPORT_CONSUMER, Topology
 from dashboard_jobs.contracts.base import Envelope
 from dashboard_jobs.contracts.reports import ParentReportRequestedV1
@@ -34,10 +34,6 @@ from dashboard_jobs.settings import Settings
 log = logging.getLogger(__name__)
 
 CONSUMER_NAME = "parent_report"
-
-# A message that failed on a transient database error goes back to its queue after this
-# pause, so a database outage does not turn into a redelivery loop that spins the CPU.
-TRANSIENT_RETRY_PAUSE_SECONDS = 1.0
 
 
 class ReportRequestHandler:
@@ -94,27 +90,24 @@ def register_report_consumer(
     spec = topology.queue(REPORT_CONSUMER)
     queue = RabbitQueue(spec.name, durable=True, arguments=spec.arguments, routing_key=spec.routing_keys[0])
     exchange = RabbitExchange(topology.exchange, type=ExchangeType.TOPIC, durable=True)
+    failures = FailurePolicy(broker, spec, settings.consumer_retry_delays_seconds, settings.publish_timeout_seconds)
 
     @broker.subscriber(
         queue,
         exchange,
         channel=Channel(prefetch_count=settings.report_prefetch),
         ack_policy=AckPolicy.MANUAL,
+        decoder=keep_raw_body,
     )
     async def handle_parent_report_request(message: RabbitMessage) -> None:
-        await _consume(handler, message, spec.name)
+        await _consume(handler, failures, message)
 
 
-async def _consume(handler: ReportRequestHandler, message: RabbitMessage, queue_name: str) -> None:
-    raw = message.raw_message
+async def _consume(handler: ReportRequestHandler, failures: FailurePolicy, message: RabbitMessage) -> None:
     try:
-        decoded = decode(raw, expected=ParentReportRequestedV1)
-    except PermanentMessageError as error:
-        log.error(
-            "message rejected to the dead-letter queue",
-            extra={"message_id": raw.message_id, "queue": queue_name, "reason": str(error)},
-        )
-        await message.reject(requeue=False)
+        decoded = decode(message.raw_message, expected=ParentReportRequestedV1)
+    except Exception as error:  # noqa: BLE001 - the policy classifies every failure
+        await failures.handle(message, error)
         return
 
     request = decoded.event
@@ -127,17 +120,8 @@ async def _consume(handler: ReportRequestHandler, message: RabbitMessage, queue_
     log.info("report request received", extra=extra)
     try:
         outcome = await handler.handle(decoded.envelope, request)
-    except (OperationalError, DBAPIError, OSError) as error:
-        log.warning(
-            "report request failed on a transient error, requeueing",
-            extra={**extra, "error": f"{type(error).__name__}: {error}"},
-        )
-        await asyncio.sleep(TRANSIENT_RETRY_PAUSE_SECONDS)
-        await message.nack(requeue=True)
-        return
-    except Exception:
-        log.exception("report request failed, message rejected to the dead-letter queue", extra=extra)
-        await message.reject(requeue=False)
+    except Exception as error:  # noqa: BLE001 - the policy classifies every failure
+        await failures.handle(message, error)
         return
 
     await message.ack()

@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from dashboard_jobs.api.auth import mint_token
-from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, build_topology
+from dashboard_jobs.consumers.topology import SUMMARY_CONSUMER, build_topology, delete_topology_at
 from dashboard_jobs.db import asyncpg_dsn, create_engine, create_session_factory, upgrade_database_async
 from dashboard_jobs.demo import audit
 from dashboard_jobs.demo.processes import ProcessGroup, free_port
@@ -214,19 +214,7 @@ async def _build_report(sessions, settings, options, workload, run_started_at, l
 
 
 async def _delete_topology(settings: Settings) -> None:
-    topology = build_topology(settings)
     try:
-        connection = await aio_pika.connect(settings.rabbitmq_url)
+        await delete_topology_at(settings.rabbitmq_url, build_topology(settings))
     except (OSError, aio_pika.exceptions.AMQPError) as error:
         log.error("could not delete the demo's queues", extra={"prefix": settings.broker_prefix, "error": str(error)})
-        return
-    try:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            if spec.dead_letter_queue:
-                await channel.queue_delete(spec.dead_letter_queue)
-        await channel.exchange_delete(topology.exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
-    finally:
-        await connection.close()
