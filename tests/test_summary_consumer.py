@@ -182,4 +182,29 @@ async def test_invalid_message_is_dead_lettered(settings, session_factory, clean
     await wait_for(dead_lettered, what=f"the {case} message in the dead-letter queue")
     message = await dead_letters.get(no_ack=True)
     assert message.message_id == bad.message_id
-    assert message.headers["x-death"][0]["reason"] == "rejected"
+    assert message.headers["x-dead-letter-reason"] == "permanent"
+    assert message.headers["x-exception-type"] == "dashboard_jobs.consumers.messages.PermanentMessageError"
+    assert message.headers["x-attempts"] == 1
+
+
+async def test_two_deliveries_in_one_batch_both_answered(settings, session_factory, clean_db):
+    """A redelivery that lands in the same batch as its first delivery must not hang its handler."""
+    import asyncio
+
+    from dashboard_jobs.consumers.summary import SummaryRefresher
+    from dashboard_jobs.contracts.base import Envelope
+
+    [student] = await insert_students(session_factory, 1)
+    refresher = SummaryRefresher(session_factory, coalesce_seconds=0.2, max_batch_messages=10)
+    message_id = uuid.uuid4()
+    envelope = Envelope(message_id=message_id, type=DashboardSummaryRefreshRequestedV1.TYPE, version=1,
+                        occurred_at=datetime.now(UTC), correlation_id=message_id)
+    request = DashboardSummaryRefreshRequestedV1(student_ids=[student], reason="test", requested_at=datetime.now(UTC))
+
+    answers = await asyncio.wait_for(
+        asyncio.gather(refresher.submit(envelope, request), refresher.submit(envelope, request)), timeout=10
+    )
+
+    assert sorted(answers) == [False, True]
+    assert await inbox_count(session_factory) == 1
+    assert await scalar(session_factory, COMPLETED_ROWS) == 1

@@ -6,17 +6,25 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from dashboard_jobs.commands.dlq import dlq_app
 from dashboard_jobs.commands.language import output_language
+from dashboard_jobs.commands.outbox import outbox_app
 from dashboard_jobs.commands.reports import parent_report, scheduler
 from dashboard_jobs.logging_setup import configure_logging
 from dashboard_jobs.settings import Settings
 
 log = logging.getLogger("dashboard_jobs.cli")
+
+# Exit code of relay and worker when a queue or exchange exists with other arguments, so a
+# supervisor can tell a configuration problem (restarting will not help) from a crash.
+TOPOLOGY_MISMATCH_EXIT_CODE = 3
 
 app = typer.Typer(
     help="Event pipeline of the student dashboard: relay, worker, API and one-off jobs.",
@@ -53,6 +61,18 @@ def parse_student_ids(values: list[str] | None) -> list[uuid.UUID]:
     return ids
 
 
+@contextmanager
+def exit_on_topology_mismatch() -> Iterator[None]:
+    """Print a TopologyMismatchError and exit with TOPOLOGY_MISMATCH_EXIT_CODE."""
+    from dashboard_jobs.consumers.topology import TopologyMismatchError
+
+    try:
+        yield
+    except TopologyMismatchError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(TOPOLOGY_MISMATCH_EXIT_CODE) from None
+
+
 @app.command()
 def migrate(revision: Annotated[str, typer.Argument(help="Target Alembic revision.")] = "head") -> None:
     """Apply the database migrations (Alembic) up to REVISION."""
@@ -74,7 +94,8 @@ def relay(
     from dashboard_jobs.processes import run_relay
 
     settings = load_settings(relay_interval_seconds=interval, relay_batch_size=batch_size)
-    published = asyncio.run(run_relay(settings, once=once))
+    with exit_on_topology_mismatch():
+        published = asyncio.run(run_relay(settings, once=once))
     if once:
         typer.echo(f"{published} messages published")
 
@@ -87,7 +108,10 @@ def worker(
     from dashboard_jobs.processes import run_worker
 
     settings = load_settings()
-    asyncio.run(run_worker(settings, once=once))
+    with exit_on_topology_mismatch():
+        exit_code = asyncio.run(run_worker(settings, once=once))
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
 @app.command()
@@ -96,19 +120,12 @@ def api(
     port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the HTTP API with uvicorn."""
-    import uvicorn
+    from dashboard_jobs.processes import run_api
 
     settings = load_settings()
     settings.require_jwt_secret()
     log.info("api starting", extra={"host": host, "port": port})
-    uvicorn.run(
-        "dashboard_jobs.api.app:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
+    run_api(settings, host, port)
     log.info("api stopped")
 
 
@@ -186,6 +203,8 @@ def _development_unless_set() -> str | None:
 
 app.command("parent-report")(parent_report)
 app.command("scheduler")(scheduler)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
+from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,10 @@ DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
 # Used only when APP_ENV=development, so the demo runs without a secret. In production a
 # missing JWT_SECRET stops the API at start.
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-in-production-0123456789"
+
+# One pause before a consumer retries a message, in seconds. Retry queues are named after
+# their delay and expire messages with a per-queue TTL, so a day is a sane upper bound.
+RetryDelaySeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 
 class Environment(StrEnum):
@@ -62,6 +67,43 @@ class Settings(BaseSettings):
     )
     outbox_retention: timedelta = Field(default=timedelta(days=7))
     outbox_cleanup_batch_size: int = Field(default=1_000, ge=1)
+    outbox_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=1_000,
+        description="Publish attempts of one outbox row (nack, return or confirm timeout) "
+        "before the relay parks it for an operator; a broker outage does not count.",
+    )
+
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a process finishes its in-flight work after SIGTERM or "
+        "SIGINT before it abandons the rest (rolled back, redelivered later), in seconds.",
+    )
+    worker_health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="TCP port of the worker's /health/live and /health/ready; 0 disables them.",
+    )
+    relay_health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="TCP port of the relay's /health/live and /health/ready; 0 disables them.",
+    )
+    health_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's and the relay's health endpoints listen on; "
+        "0.0.0.0 when probes come from outside the container.",
+    )
+    worker_unready_exit_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the worker may stay not ready (broker connection down or a "
+        "consumer cancelled) before it exits non-zero for its supervisor to restart it, in seconds.",
+    )
 
     summary_prefetch: int = Field(default=256, ge=1, le=10_000)
     summary_coalesce_seconds: float = Field(
@@ -83,6 +125,13 @@ class Settings(BaseSettings):
         default="fr", pattern=r"^(fr|en)$", description="Language of the parent reports: fr or en."
     )
     report_prefetch: int = Field(default=16, ge=1, le=1_000)
+    consumer_retry_delays_seconds: list[RetryDelaySeconds] = Field(
+        default=[1.0, 10.0, 60.0],
+        max_length=10,
+        description="Pause before each retry of a message whose handling failed on a transient "
+        "error, in seconds; their number is the number of retries before the message is "
+        "dead-lettered. Set as JSON, for example CONSUMER_RETRY_DELAYS_SECONDS='[1, 10, 60]'.",
+    )
     bulk_report_max_students: int = Field(default=1_000, ge=1, le=100_000)
     report_schedule_cron: str = Field(
         default="0 6 * * 1",

@@ -3,7 +3,8 @@
 Requests that arrive within ``coalesce_seconds`` of each other are processed in one
 transaction: one inbox row each, one set-based upsert for the union of their students and
 one DASHBOARD_SUMMARY_REFRESH_COMPLETED event listing the request message ids. Every
-message is acknowledged only after that transaction commits.
+message is acknowledged only after that transaction commits. When the transaction fails,
+every message of the batch gets the error and the failure policy settles each one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dashboard_jobs.consumers.failures import FailureKind, classify
 from dashboard_jobs.consumers.inbox import record_new_messages
 from dashboard_jobs.contracts.base import Envelope
 from dashboard_jobs.contracts.summary import (
@@ -70,6 +72,23 @@ class SummaryRefresher:
         """True when no request waits and no batch is being processed."""
         return not self._pending and not self._busy
 
+    @property
+    def waiting(self) -> int:
+        """Requests submitted and not yet in a batch."""
+        return len(self._pending)
+
+    async def abandon(self, timeout_seconds: float = 5.0) -> None:
+        """Drop the waiting requests and cancel the batch in progress, whose transaction rolls back.
+
+        For shutdown, once the broker no longer delivers: the handlers of these requests
+        never acknowledge, and the broker redelivers their messages when the channel closes.
+        """
+        self._pending = []
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            await asyncio.wait({flusher}, timeout=timeout_seconds)
+
     async def submit(self, envelope: Envelope, request: DashboardSummaryRefreshRequestedV1) -> bool:
         """Wait until the request is committed with its batch; return False for a duplicate.
 
@@ -92,14 +111,34 @@ class SummaryRefresher:
             try:
                 await self._process(batch)
             except Exception as error:  # noqa: BLE001 - every waiting handler gets the error
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(error)
+                if len(batch) > 1 and classify(error) is not FailureKind.TRANSIENT:
+                    await self._process_one_by_one(batch, error)
+                else:
+                    _fail(batch, error)
             finally:
                 self._busy = False
 
+    async def _process_one_by_one(self, batch: list[_Pending], error: Exception) -> None:
+        # A transient error (database down, deadlock) hits every message of the batch alike,
+        # so they all fail and retry. Any other error may come from one message, so each is
+        # processed alone: the others commit and only the failing one goes on to retry and
+        # the dead-letter queue, instead of taking its batch with it on every attempt.
+        log.warning(
+            "summary batch failed, processing its messages one by one",
+            extra={"messages": len(batch), "error": f"{type(error).__name__}: {error}"},
+        )
+        for pending in batch:
+            try:
+                await self._process([pending])
+            except Exception as single_error:  # noqa: BLE001 - the waiting handler gets the error
+                _fail([pending], single_error)
+
     async def _process(self, batch: list[_Pending]) -> BatchOutcome:
-        by_id = {pending.envelope.message_id: pending for pending in batch}
+        # A redelivery can share a batch with the first delivery of its message: the first
+        # one counts, and every delivery still gets its answer below.
+        by_id: dict[uuid.UUID, _Pending] = {}
+        for pending in batch:
+            by_id.setdefault(pending.envelope.message_id, pending)
         async with self._sessions() as session, session.begin():
             new_ids = await record_new_messages(session, CONSUMER_NAME, list(by_id))
             new = [by_id[message_id] for message_id in by_id if message_id in new_ids]
@@ -128,8 +167,12 @@ class SummaryRefresher:
 
         self.requests += len(new)
         self.recomputations += len(refreshed)
-        for message_id, pending in by_id.items():
-            pending.done.set_result(message_id in new_ids)
+        for pending in batch:
+            message_id = pending.envelope.message_id
+            is_new = message_id in new_ids and by_id[message_id] is pending
+            # A handler cancelled at shutdown no longer waits; its message is redelivered.
+            if not pending.done.done():
+                pending.done.set_result(is_new)
 
         outcome = BatchOutcome(len(batch), len(batch) - len(new), len(refreshed), len(skipped))
         log.info(
@@ -148,3 +191,9 @@ class SummaryRefresher:
                 extra={"student_ids": [str(s) for s in skipped[:20]]},
             )
         return outcome
+
+
+def _fail(batch: list[_Pending], error: Exception) -> None:
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(error)

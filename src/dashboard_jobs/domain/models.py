@@ -168,6 +168,9 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set when the row failed outbox_max_attempts times; the relay skips it until
+    # `dashboard-jobs outbox retry` clears it.
+    failed_at: Mapped[datetime | None]
 
 
 class InboxMessage(Base):

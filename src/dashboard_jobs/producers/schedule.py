@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -192,14 +193,27 @@ async def run_scheduler(
     stop_event: asyncio.Event,
     now_fn: Callable[[], datetime] = utc_now,
 ) -> None:
-    """Fire every scheduled job at its times until ``stop_event`` is set."""
+    """Fire every scheduled job at its times until ``stop_event`` is set.
+
+    A fire in progress when ``stop_event`` is set gets ``shutdown_grace_seconds`` to finish
+    its transaction. After that it is cancelled and rolls back, and the next scheduler
+    runs the fire again if it is still within its grace period.
+    """
     jobs = scheduled_jobs(settings, session_factory)
     log.info("scheduler starting", extra={"schedules": {job.name: job.expression for job in jobs}})
     while not stop_event.is_set():
         now = now_fn()
         for job in jobs:
-            await _run_job_safely(job, session_factory, now, settings.report_schedule_grace)
+            if stop_event.is_set():
+                break
+            fire = asyncio.create_task(
+                _run_job_safely(job, session_factory, now, settings.report_schedule_grace),
+                name=f"schedule-{job.name}",
+            )
+            await _finish_fire(fire, job, stop_event, settings.shutdown_grace_seconds)
 
+        if stop_event.is_set():
+            break
         wake_at = min(next_fire_times(job.expression, job.timezone, now)[0] for job in jobs)
         delay = min(MAX_SLEEP_SECONDS, max(0.0, (wake_at - now_fn()).total_seconds()))
         try:
@@ -207,6 +221,33 @@ async def run_scheduler(
         except TimeoutError:
             pass
     log.info("scheduler stopped")
+
+
+async def _finish_fire(
+    fire: asyncio.Task[None], job: CronJob, stop_event: asyncio.Event, grace_seconds: float
+) -> None:
+    stop_waiter = asyncio.create_task(stop_event.wait())
+    try:
+        await asyncio.wait({fire, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_waiter.cancel()
+    if fire.done():
+        return
+
+    started = time.monotonic()
+    log.info("scheduler shutdown started, finishing the fire in progress",
+             extra={"schedule": job.name, "grace_seconds": grace_seconds})
+    done, _ = await asyncio.wait({fire}, timeout=grace_seconds)
+    if done:
+        log.info("scheduler shutdown finished", extra={"schedule": job.name,
+                                                       "seconds": round(time.monotonic() - started, 2)})
+        return
+    fire.cancel()
+    await asyncio.wait({fire})
+    log.warning(
+        "scheduler shutdown grace period over, the fire in progress was cancelled and rolled back",
+        extra={"schedule": job.name, "grace_seconds": grace_seconds},
+    )
 
 
 async def _run_job_safely(
