@@ -15,7 +15,7 @@ from tests.report_data import INVALID_PERIODS
 PARIS = "Europe/Paris"
 
 
-@pytest.mark.parametrize("value", ["2025-01", "2025-12", "1999-10"])
+@pytest.mark.parametrize("value", ["2025-01", "2025-12", "2000-01"])
 def test_parse_accepts_canonical_form(value):
     assert str(parse_period(value)) == value
 
@@ -28,6 +28,15 @@ def test_parse_rejects_malformed(value):
     assert "YYYY-MM" in caught.value.message("fr")
     assert repr(value) in caught.value.message("en")
     assert "YYYY-MM" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["0000-01", "0001-01", "1000-01", "1999-12"])
+def test_parse_rejects_years_before_2000(value):
+    with pytest.raises(InvalidPeriodError) as caught:
+        parse_period(value)
+    assert caught.value.reason == "too_old"
+    assert repr(value) in caught.value.message("fr")
+    assert "2000-01" in caught.value.message("en")
 
 
 def test_parse_rejects_non_string():

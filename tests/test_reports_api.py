@@ -168,7 +168,7 @@ async def test_role_header_honoured_behind_gateway(gateway_client, session_facto
     assert impostor.status_code == 401
 
 
-@pytest.mark.parametrize("period", [*INVALID_PERIODS, "2999-01"])
+@pytest.mark.parametrize("period", [*INVALID_PERIODS, "2999-01", "0000-01", "1999-12"])
 async def test_invalid_period_is_rejected(client, settings, session_factory, data, period):
     response = await client.post(BULK, json={"period": period}, headers=auth_headers(settings, data.school.admin))
 

@@ -194,6 +194,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "Format attendu YYYY-MM avec un mois de 01 à 12, par exemple 2025-01.",
         "en": "Expected the form YYYY-MM with a month from 01 to 12, for example 2025-01.",
     },
+    "period.too_old": {
+        "fr": "Cette période est antérieure à 2000 ; choisissez un mois à partir de 2000-01.",
+        "en": "This period is before 2000; choose a month from 2000-01 on.",
+    },
     "period.future": {
         "fr": "Cette période est postérieure au mois en cours ; choisissez ce mois-ci ou un mois passé.",
         "en": "This period is after the current month; choose this month or an earlier one.",

@@ -14,6 +14,10 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+# The platform holds no data from before this year, and Python's dates stop at year 1, so
+# an earlier period can only be a typing error.
+MIN_YEAR = 2000
 EXPECTED_FORM = "YYYY-MM"
 
 
@@ -28,6 +32,10 @@ class InvalidPeriodError(ValueError):
     def message(self, locale: str = "fr") -> str:
         """Return the error for people, in French unless ``locale`` starts with "en"."""
         english = locale.lower().startswith("en")
+        if self.reason == "too_old":
+            if english:
+                return f"period {self.value!r} is before {MIN_YEAR}; choose a month from {MIN_YEAR}-01 on."
+            return f"la période {self.value!r} est antérieure à {MIN_YEAR} ; choisissez un mois à partir de {MIN_YEAR}-01."
         if self.reason == "future":
             if english:
                 return f"period {self.value!r} is after the current month; choose this month or an earlier one."
@@ -109,13 +117,15 @@ class ReportWindow:
 def parse_period(value: object, *, now: datetime | None = None, timezone: str = "Europe/Paris") -> Period:
     """Parse a ``YYYY-MM`` string, raising InvalidPeriodError that names the value.
 
-    Only the exact canonical form is accepted: no surrounding spaces, four-digit year,
-    two-digit month from 01 to 12. When ``now`` is given, a month after the month of
+    Only the exact canonical form is accepted: no surrounding spaces, four-digit year from
+    MIN_YEAR on, two-digit month from 01 to 12. When ``now`` is given, a month after the month of
     ``now`` in ``timezone`` is rejected too.
     """
     if not isinstance(value, str) or not PERIOD_PATTERN.fullmatch(value):
         raise InvalidPeriodError(value, "format")
     period = Period(int(value[:4]), int(value[5:7]))
+    if period.year < MIN_YEAR:
+        raise InvalidPeriodError(value, "too_old")
     if now is not None and period > Period.containing(now, timezone):
         raise InvalidPeriodError(value, "future")
     return period

@@ -48,6 +48,9 @@ router = APIRouter(tags=["reports"], responses=PROBLEM_RESPONSES)
 
 MAX_WAIT_SECONDS = 30.0
 
+# Problem message ids by InvalidPeriodError.reason; anything else is a format error.
+PERIOD_MESSAGES = {"future": "period.future", "too_old": "period.too_old"}
+
 
 
 class BulkReportCreate(RequestModel):
@@ -224,7 +227,7 @@ def _parse_period(value: str, now: datetime, settings: Settings) -> Period:
     try:
         return parse_period(value, now=now, timezone=settings.timezone)
     except InvalidPeriodError as error:
-        raise InvalidInput("period", value, f"period.{'future' if error.reason == 'future' else 'invalid'}") from None
+        raise InvalidInput("period", value, PERIOD_MESSAGES.get(error.reason, "period.invalid")) from None
 
 
 def _check_wait(wait: float) -> None:
