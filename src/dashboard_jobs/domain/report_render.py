@@ -122,7 +122,12 @@ def _title(payload: dict[str, Any], language: str) -> str:
     month = format_month(payload["period"], language)
     if language == "en":
         return f"# Monthly report for {name}, {month}"
-    return f"# Rapport mensuel de {name}, {month}"
+    return f"# Rapport mensuel {_de(name)}, {month}"
+
+
+def _de(name: str) -> str:
+    """Return "de Léa", or "d'Anna" before a vowel or an h, as French elision requires."""
+    return f"d'{name}" if name[:1].lower() in "aeiouyhàâäéèêëîïôöùûü" else f"de {name}"
 
 
 def _month_to_date_notice(payload: dict[str, Any], language: str) -> str:
