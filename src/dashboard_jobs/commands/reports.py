@@ -44,6 +44,13 @@ TOTAL_LABELS = {
         "pending": ("pending", "pending"),
     },
 }
+# Requests still pending at the deadline usually mean no relay or no worker is running.
+PENDING_HINT = {
+    "fr": "Des demandes sont toujours en attente : vérifiez que `dashboard-jobs relay` et "
+    "`dashboard-jobs worker` tournent, ou augmentez --wait-seconds.",
+    "en": "Some requests are still pending: check that `dashboard-jobs relay` and "
+    "`dashboard-jobs worker` are running, or raise --wait-seconds.",
+}
 REASON_LABELS = {
     "fr": {"student_not_found": "élève introuvable", "period_in_future": "période future"},
     "en": {"student_not_found": "student not found", "period_in_future": "period in the future"},
@@ -99,6 +106,8 @@ def parent_report(
     for line in lines:
         typer.echo(format_line(line, language))
     typer.echo(format_total(lines, language))
+    if any(line.status == "pending" for line in lines):
+        typer.echo(PENDING_HINT[language], err=True)
     if any(line.status in {"failed", "pending"} for line in lines):
         raise typer.Exit(1)
 
