@@ -566,6 +566,25 @@ async def test_dashboard_pending_until_summary_exists(client, settings, session_
     }
 
 
+async def test_dashboard_refreshing_after_newer_write(client, settings, session_factory, school):
+    headers = auth_headers(settings, school.parent)
+    await create_task(client, settings, school.coach, school.student_id, due_at=in_days(2))
+    async with session_factory() as session, session.begin():
+        await refresh_summaries(session, [school.student_id])
+
+    await create_task(client, settings, school.coach, school.student_id, due_at=in_days(3))
+    behind = await client.get(f"/students/{school.student_id}/dashboard", headers=headers)
+    async with session_factory() as session, session.begin():
+        await refresh_summaries(session, [school.student_id])
+    caught_up = await client.get(f"/students/{school.student_id}/dashboard", headers=headers)
+
+    assert behind.json()["status"] == "refreshing"
+    assert behind.json()["summary"]["open_tasks"] == 1
+    assert "pas encore prise en compte" in behind.json()["detail"]
+    assert caught_up.json()["status"] == "fresh"
+    assert caught_up.json()["summary"]["open_tasks"] == 2
+
+
 # Health
 
 

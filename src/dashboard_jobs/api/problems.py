@@ -100,6 +100,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "La base de données ne répond pas. Réessayez dans quelques instants.",
         "en": "The database does not respond. Try again in a moment.",
     },
+    "dashboard.refreshing": {
+        "fr": "Une modification récente n'est pas encore prise en compte ; le résumé sera à jour dans quelques secondes.",
+        "en": "A recent change is not reflected yet; the summary will be up to date in a few seconds.",
+    },
     "dashboard.pending": {
         "fr": "Le tableau de bord de cet élève est en cours de préparation. Réessayez dans quelques secondes.",
         "en": "This student's dashboard is being prepared. Try again in a few seconds.",

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from dashboard_jobs.domain.models import SessionStatus, TaskStatus
@@ -20,6 +20,17 @@ from dashboard_jobs.domain.subjects import SUBJECTS
 
 SUBJECT_FIELD = {"description": "One of the collège subjects.", "json_schema_extra": {"enum": list(SUBJECTS)}}
 AWARE_DATETIME_DESCRIPTION = "ISO 8601 date and time with a time zone offset."
+
+
+def _reject_nul_character(value: str) -> str:
+    # PostgreSQL text columns cannot store U+0000, so the INSERT would fail with a 500.
+    if "\x00" in value:
+        raise PydanticCustomError("string_nul_character", "The text contains the NUL character (U+0000).")
+    return value
+
+
+StoredText = Annotated[str, AfterValidator(_reject_nul_character)]
+"""Free text that is stored in a text column."""
 
 
 class RequestModel(BaseModel):
@@ -49,13 +60,13 @@ class PartialUpdate(RequestModel):
 
 
 class TaskCreate(RequestModel):
-    title: str = Field(description=f"1 to {MAX_TITLE_LENGTH} characters.")
+    title: StoredText = Field(description=f"1 to {MAX_TITLE_LENGTH} characters.")
     subject: str = Field(**SUBJECT_FIELD)
     due_at: datetime = Field(description=AWARE_DATETIME_DESCRIPTION)
 
 
 class TaskUpdate(PartialUpdate):
-    title: str | None = Field(default=None, description=f"1 to {MAX_TITLE_LENGTH} characters.")
+    title: StoredText | None = Field(default=None, description=f"1 to {MAX_TITLE_LENGTH} characters.")
     subject: str | None = Field(default=None, **SUBJECT_FIELD)
     due_at: datetime | None = Field(default=None, description=AWARE_DATETIME_DESCRIPTION)
     status: str | None = Field(
@@ -148,13 +159,14 @@ class SummaryPublic(PublicModel):
 
 class DashboardPublic(BaseModel):
     student_id: uuid.UUID
-    status: Literal["fresh", "pending"] = Field(
-        description="fresh: the summary below was computed at refreshed_at. "
+    status: Literal["fresh", "refreshing", "pending"] = Field(
+        description="fresh: no write came after refreshed_at. refreshing: a write came after "
+        "refreshed_at and its refresh is on its way, so the summary below is older than it. "
         "pending: no summary was computed yet for this student."
     )
     refreshed_at: datetime | None
     summary: SummaryPublic | None
-    detail: str | None = Field(default=None, description="Why the summary is missing, when status is pending.")
+    detail: str | None = Field(default=None, description="Why the summary is missing or older than the latest write.")
 
 
 class HealthPublic(BaseModel):

@@ -172,3 +172,22 @@ async def rebuild_all_summaries(
         total += len(result.refreshed)
         after = ids[-1]
         log.debug("summary rebuild batch committed", extra={"students": len(ids), "total": total})
+
+
+WRITE_AFTER = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM tasks WHERE student_id = :id AND updated_at > :at)
+        OR EXISTS (SELECT 1 FROM evaluations WHERE student_id = :id AND created_at > :at)
+        OR EXISTS (SELECT 1 FROM tutoring_sessions WHERE student_id = :id AND updated_at > :at)
+    """
+)
+
+
+async def has_write_after(session: AsyncSession, student_id: uuid.UUID, at: datetime) -> bool:
+    """Return True when a task, evaluation or session of the student was written after ``at``.
+
+    Writes set created_at and updated_at to the time their transaction started, so a write
+    that committed just before a refresh may read as newer than it; the answer then errs
+    towards "refreshing" for a moment, never towards "fresh".
+    """
+    return bool((await session.execute(WRITE_AFTER, {"id": student_id, "at": at})).scalar_one())

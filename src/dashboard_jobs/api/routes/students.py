@@ -11,6 +11,7 @@ from dashboard_jobs.api.dependencies import SessionFactory
 from dashboard_jobs.api.problems import request_language, translate
 from dashboard_jobs.api.schemas import PROBLEM_RESPONSES, DashboardPublic, SummaryPublic
 from dashboard_jobs.domain.access import ensure_can_access
+from dashboard_jobs.domain.summary import has_write_after
 from dashboard_jobs.domain.models import DashboardSummary
 
 router = APIRouter(tags=["students"], responses=PROBLEM_RESPONSES)
@@ -28,11 +29,12 @@ async def read_dashboard(
     async with session_factory() as session:
         await ensure_can_access(session, principal, student_id)
         summary = await session.get(DashboardSummary, student_id)
+        newer_write = summary is not None and await has_write_after(session, student_id, summary.refreshed_at)
 
+    language = request_language(request)
+    response.headers["Content-Language"] = language
+    response.headers["Vary"] = "Accept-Language"
     if summary is None:
-        language = request_language(request)
-        response.headers["Content-Language"] = language
-        response.headers["Vary"] = "Accept-Language"
         return DashboardPublic(
             student_id=student_id,
             status="pending",
@@ -42,7 +44,8 @@ async def read_dashboard(
         )
     return DashboardPublic(
         student_id=student_id,
-        status="fresh",
+        status="refreshing" if newer_write else "fresh",
         refreshed_at=summary.refreshed_at,
         summary=SummaryPublic.model_validate(summary),
+        detail=translate("dashboard.refreshing", language) if newer_write else None,
     )
