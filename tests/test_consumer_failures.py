@@ -92,6 +92,7 @@ class DriverError(Exception):
         (DBAPIError("SELECT", {}, DriverError("could not obtain lock", "55P03")), FailureKind.TRANSIENT),
         (DBAPIError("SELECT", {}, DriverError("statement timeout", "57014")), FailureKind.TRANSIENT),
         (DBAPIError("SELECT", {}, DriverError("terminating connection", "57P01")), FailureKind.TRANSIENT),
+        (DBAPIError("SELECT", {}, DriverError("the database system is starting up", "57P03")), FailureKind.TRANSIENT),
         (DBAPIError("SELECT", {}, DriverError("connection failure", "08006")), FailureKind.TRANSIENT),
         (IntegrityError("INSERT", {}, DriverError("duplicate key", "23505")), FailureKind.UNEXPECTED),
         (KeyError("student_ids"), FailureKind.UNEXPECTED),

@@ -84,3 +84,29 @@ def test_translate_returns_unknown_ids_unchanged():
 
 def test_translate_returns_template_when_a_parameter_is_missing():
     assert translate("not_found.task", "en") == "No task has id {id}."
+
+
+async def test_database_outage_is_503_with_retry_after(settings):
+    import uuid as _uuid
+
+    import httpx
+
+    from dashboard_jobs.api.app import create_app
+    from dashboard_jobs.api.auth import mint_token
+    from dashboard_jobs.db import create_engine
+
+    unreachable = create_engine("postgresql://postgres@127.0.0.1:1/nowhere", pool_size=1)
+    app = create_app(settings, engine=unreachable)
+    token = mint_token(settings, _uuid.uuid4(), "admin")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
+            response = await client.get(
+                f"/students/{_uuid.uuid4()}/dashboard", headers={"Authorization": f"Bearer {token}"}
+            )
+    finally:
+        await unreachable.dispose()
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "indisponible" in response.json()["detail"]

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard_jobs.api.auth import AuthenticationFailed
+from dashboard_jobs.consumers.failures import FailureKind, classify, describe_error
 from dashboard_jobs.domain.errors import Conflict, DomainError, FieldError, Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "conflict.task.already_completed": {
         "fr": "Cette tâche est déjà terminée.",
         "en": "This task is already completed.",
+    },
+    "unavailable": {
+        "fr": "Le service est momentanément indisponible (base de données injoignable). Réessayez dans quelques secondes.",
+        "en": "The service is temporarily unavailable (the database cannot be reached). Try again in a few seconds.",
     },
     "internal": {
         "fr": "Une erreur interne est survenue. Si elle se répète, transmettez l'identifiant {error_id} "
@@ -448,6 +453,17 @@ def internal_error_response(request: Request, error_id: uuid.UUID) -> JSONRespon
     return problem_response(request, 500, kind="internal", detail=detail, extras={"error_id": str(error_id)})
 
 
+# Seconds a client is told to wait after a 503 caused by a database outage.
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable_response(request: Request) -> JSONResponse:
+    detail = translate("unavailable", request_language(request))
+    return problem_response(
+        request, 503, kind="unavailable", detail=detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 class UnhandledErrorMiddleware:
     """Turn an exception no handler took into a logged 500 problem.
 
@@ -473,7 +489,16 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_and_track)
-        except Exception:
+        except Exception as error:
+            if classify(error) is FailureKind.TRANSIENT and not response_started:
+                # The database is down, restarting or timed out: the client can retry.
+                log.warning(
+                    "request failed on a transient error, answered 503",
+                    extra={"method": scope["method"], "path": scope["path"], "error": describe_error(error)},
+                )
+                response = unavailable_response(Request(scope))
+                await response(scope, receive, send)
+                return
             error_id = uuid.uuid4()
             log.exception(
                 "request failed",

@@ -65,9 +65,10 @@ BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
 MAX_ERROR_TEXT_LENGTH = 1000
 
 # PostgreSQL error codes that a later attempt can succeed past: serialization failure,
-# deadlock, lock not available, query canceled (statement timeout), admin shutdown. Class 08
+# deadlock, lock not available, query canceled (statement timeout), admin shutdown, crash
+# shutdown, cannot connect now (the server is starting up or recovering). Class 08
 # (connection exception) is matched by its prefix.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01"})
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 CONNECTION_EXCEPTION_CLASS = "08"
 
 # When the broker rejects the retry or dead-letter copy itself (nack, return, confirm
