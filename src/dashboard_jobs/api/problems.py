@@ -453,7 +453,7 @@ def internal_error_response(request: Request, error_id: uuid.UUID) -> JSONRespon
     return problem_response(request, 500, kind="internal", detail=detail, extras={"error_id": str(error_id)})
 
 
-# Seconds a client is told to wait after a 503 caused by a database outage.
+# Retry-After value, in seconds, of a 503 caused by a database outage.
 RETRY_AFTER_SECONDS = 5
 
 
@@ -493,7 +493,7 @@ class UnhandledErrorMiddleware:
             if classify(error) is FailureKind.TRANSIENT and not response_started:
                 # The database is down, restarting or timed out: the client can retry.
                 log.warning(
-                    "request failed on a transient error, answered 503",
+                    "request failed on a transient error, responded 503",
                     extra={"method": scope["method"], "path": scope["path"], "error": describe_error(error)},
                 )
                 response = unavailable_response(Request(scope))

@@ -186,8 +186,8 @@ WRITE_AFTER = text(
 async def has_write_after(session: AsyncSession, student_id: uuid.UUID, at: datetime) -> bool:
     """Return True when a task, evaluation or session of the student was written after ``at``.
 
-    Writes set created_at and updated_at to the time their transaction started, so a write
-    that committed just before a refresh may read as newer than it; the answer then errs
-    towards "refreshing" for a moment, never towards "fresh".
+    created_at and updated_at are set before the write commits, so a write that committed
+    just before a refresh may still read as newer than it. The result then errs towards
+    "refreshing" for a moment, never towards "fresh".
     """
     return bool((await session.execute(WRITE_AFTER, {"id": student_id, "at": at})).scalar_one())
