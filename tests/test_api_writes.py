@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -294,9 +295,32 @@ async def test_row_writes_check_row_student(client, settings, session_factory, s
     }
 
     assert {name: response.status_code for name, response in responses.items()} == dict.fromkeys(responses, 403)
-    coach_bodies = [without_instance(response.json()) for name, response in responses.items() if "parent" not in name]
-    assert all(body == coach_bodies[0] for body in coach_bodies)
+    bodies = {name: without_instance(response.json()) for name, response in responses.items()}
+    task_names = ["foreign task", "unknown task", "foreign completion", "unknown completion"]
+    assert all(bodies[name] == bodies["foreign task"] for name in task_names)
+    assert bodies["foreign task"]["detail"] == "Votre compte n'a pas accès à cette tâche."
+    assert bodies["unknown session"] == bodies["foreign session"]
+    assert bodies["foreign session"]["detail"] == "Votre compte n'a pas accès à cette séance."
+    assert bodies["parent's own child's task"]["detail"] == "Un compte parent peut consulter les données mais pas les modifier."
     assert len(await refresh_requests(session_factory)) == 2
+
+
+async def test_row_access_403_in_english(client, settings, school):
+    foreign_task = await create_task(client, settings, school.other_coach, school.other_student_id)
+    foreign_session = await log_session(client, settings, school.other_coach, school.other_student_id)
+    coach = auth_headers(settings, school.coach, **{"Accept-Language": "en"})
+
+    foreign_task_response = await client.patch(f"/tasks/{foreign_task['id']}", json={"title": "x"}, headers=coach)
+    unknown_task_response = await client.patch(f"/tasks/{uuid.uuid4()}", json={"title": "x"}, headers=coach)
+    foreign_session_response = await client.patch(
+        f"/sessions/{foreign_session['id']}", json={"status": "done"}, headers=coach
+    )
+    unknown_session_response = await client.patch(f"/sessions/{uuid.uuid4()}", json={"status": "done"}, headers=coach)
+
+    assert without_instance(foreign_task_response.json()) == without_instance(unknown_task_response.json())
+    assert foreign_task_response.json()["detail"] == "Your account has no access to this task."
+    assert without_instance(foreign_session_response.json()) == without_instance(unknown_session_response.json())
+    assert foreign_session_response.json()["detail"] == "Your account has no access to this tutoring session."
 
 
 async def test_admin_unknown_task_or_session_404(client, settings, school):
@@ -513,6 +537,255 @@ async def test_malformed_ids_and_headers_are_422(client, settings, school):
     assert bad_header.json()["errors"][0]["location"] == "header"
     assert bad_json.status_code == 422
     assert bad_json.json()["errors"][0]["code"] == "json_invalid"
+
+
+# Input at the edges: calendar limits, non-finite numbers, body size, encoding and content type
+
+
+EDGE_DATES = [
+    ("tasks", {"title": "t", "subject": "svt", "due_at": "0001-01-01T00:00:00+14:00"}, "due_at"),
+    ("tasks", {"title": "t", "subject": "svt", "due_at": "9999-12-31T23:59:59-12:00"}, "due_at"),
+    ("evaluations", {"subject": "svt", "score": 12, "evaluated_at": "0001-01-01T00:00:00+01:00"}, "evaluated_at"),
+    ("sessions", {"starts_at": "9999-12-31T23:00:00-05:00", "duration_minutes": 60}, "starts_at"),
+]
+
+
+@pytest.mark.parametrize(("collection", "body", "field"), EDGE_DATES)
+async def test_dates_outside_window_422(client, settings, session_factory, school, collection, body, field):
+    path = f"/students/{school.student_id}/{collection}"
+    value = body[field]
+
+    french = await client.post(path, json=body, headers=auth_headers(settings, school.coach))
+    english = await client.post(path, json=body, headers=auth_headers(settings, school.coach, **{"Accept-Language": "en"}))
+
+    assert french.status_code == english.status_code == 422
+    [error] = french.json()["errors"]
+    assert (error["field"], error["code"], error["value"]) == (field, "datetime_out_of_range", value)
+    assert french.json()["detail"] == (
+        f'Valeur invalide pour « {field} » : "{value}". L\'année de la date doit être comprise entre 2000 et 2100.'
+    )
+    assert english.json()["detail"] == (
+        f"Invalid value for '{field}': \"{value}\". The date's year must be between 2000 and 2100."
+    )
+    assert await count_rows(session_factory, OutboxMessage) == 0
+
+
+async def test_patch_dates_outside_window_422(client, settings, school):
+    task = await create_task(client, settings, school.coach, school.student_id)
+    logged = await log_session(client, settings, school.coach, school.student_id)
+    headers = auth_headers(settings, school.coach)
+
+    task_response = await client.patch(f"/tasks/{task['id']}", json={"due_at": "0001-01-01T00:00:00+14:00"}, headers=headers)
+    session_response = await client.patch(
+        f"/sessions/{logged['id']}", json={"starts_at": "9999-12-31T23:00:00-05:00"}, headers=headers
+    )
+
+    assert task_response.status_code == 422
+    assert task_response.json()["errors"][0]["code"] == "datetime_out_of_range"
+    assert session_response.status_code == 422
+    assert session_response.json()["errors"][0]["code"] == "datetime_out_of_range"
+
+
+@pytest.mark.parametrize("due_at", ["2000-01-01T00:00:00+14:00", "2100-12-31T23:59:59-12:00"])
+async def test_dates_at_window_ends_stored(client, settings, school, due_at):
+    task = await create_task(client, settings, school.coach, school.student_id, due_at=due_at)
+
+    assert datetime.fromisoformat(task["due_at"]) == datetime.fromisoformat(due_at)
+
+
+async def test_evaluation_in_future_is_422(client, settings, session_factory, school):
+    path = f"/students/{school.student_id}/evaluations"
+    headers = auth_headers(settings, school.coach)
+    within_clock_skew = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+
+    future = await client.post(
+        path, json={"subject": "svt", "score": 12, "evaluated_at": "2030-06-01T10:00:00+02:00"}, headers=headers
+    )
+    english = await client.post(
+        path,
+        json={"subject": "svt", "score": 12, "evaluated_at": "2030-06-01T10:00:00+02:00"},
+        headers={**headers, "Accept-Language": "en"},
+    )
+    slightly_ahead = await client.post(
+        path, json={"subject": "svt", "score": 12, "evaluated_at": within_clock_skew}, headers=headers
+    )
+
+    assert future.status_code == 422
+    [error] = future.json()["errors"]
+    assert (error["field"], error["code"], error["value"]) == ("evaluated_at", "datetime_in_future", "2030-06-01T10:00:00+02:00")
+    assert error["message"].startswith("Une évaluation ne peut pas être datée dans le futur.")
+    assert english.json()["errors"][0]["message"].startswith("An evaluation cannot be dated in the future.")
+    assert slightly_ahead.status_code == 201, slightly_ahead.text
+    assert await count_rows(session_factory, Evaluation) == 1
+
+
+@pytest.mark.parametrize(("literal", "echoed"), [("NaN", "NaN"), ("1e400", "Infinity"), ("-Infinity", "-Infinity")])
+async def test_non_finite_score_is_422(client, settings, session_factory, school, literal, echoed):
+    response = await client.post(
+        f"/students/{school.student_id}/evaluations",
+        content=f'{{"subject": "svt", "score": {literal}}}',
+        headers=auth_headers(settings, school.coach, **{"Content-Type": "application/json"}),
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    [error] = response.json()["errors"]
+    assert (error["field"], error["code"], error["value"]) == ("score", "finite_number", echoed)
+    assert error["message"] == "Un nombre fini est attendu."
+    assert await count_rows(session_factory, Evaluation) == 0
+
+
+async def test_patch_with_nan_is_422(client, settings, school):
+    logged = await log_session(client, settings, school.coach, school.student_id)
+
+    response = await client.patch(
+        f"/sessions/{logged['id']}",
+        content='{"duration_minutes": NaN}',
+        headers=auth_headers(settings, school.coach, **{"Content-Type": "application/json"}),
+    )
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["field"], error["code"], error["value"]) == ("duration_minutes", "finite_number", "NaN")
+
+
+async def test_huge_score_is_echoed_as_text(client, settings, school):
+    response = await client.post(
+        f"/students/{school.student_id}/evaluations",
+        json={"subject": "svt", "score": "1e5000"},
+        headers=auth_headers(settings, school.coach),
+    )
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["field"], error["code"], error["value"]) == ("score", "score.out_of_range", "1E+5000")
+
+
+SMALL_BODY_LIMIT = 1024
+
+
+@pytest.fixture
+async def small_body_client(settings, engine):
+    limited = settings.model_copy(update={"api_max_body_bytes": SMALL_BODY_LIMIT})
+    app = create_app(limited, engine=engine)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
+        yield client
+
+
+class CountedChunks:
+    """An async request body of ``count`` chunks that records how many the server read."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count = count
+        self.size = size
+        self.read = 0
+
+    async def __aiter__(self):
+        for _ in range(self.count):
+            self.read += 1
+            yield b" " * self.size
+
+
+async def test_declared_body_over_limit_413(small_body_client, settings, session_factory, school):
+    body = CountedChunks(count=100, size=SMALL_BODY_LIMIT)
+    headers = auth_headers(settings, school.coach, **{"Content-Type": "application/json"})
+
+    response = await small_body_client.post(
+        f"/students/{school.student_id}/evaluations",
+        content=body,
+        headers={**headers, "Content-Length": str(body.count * body.size)},
+    )
+    english = await small_body_client.post(
+        f"/students/{school.student_id}/evaluations",
+        content=b" " * (SMALL_BODY_LIMIT + 1),
+        headers={**headers, "Accept-Language": "en"},
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["detail"] == (
+        "Le corps de la requête dépasse la taille maximale de 1024 octets. Envoyez un corps plus petit."
+    )
+    assert body.read == 0
+    assert english.status_code == 413
+    assert english.json()["detail"] == "The request body is larger than the maximum of 1024 bytes. Send a smaller body."
+    assert await count_rows(session_factory, Evaluation) == 0
+
+
+async def test_streamed_body_over_limit_413(small_body_client, settings, session_factory, school):
+    body = CountedChunks(count=100, size=SMALL_BODY_LIMIT // 4)
+
+    response = await small_body_client.post(
+        f"/students/{school.student_id}/evaluations",
+        content=body,
+        headers=auth_headers(settings, school.coach, **{"Content-Type": "application/json"}),
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["status"] == 413
+    assert response.json()["detail"].startswith("Le corps de la requête dépasse la taille maximale de 1024 octets.")
+    assert body.read == 5
+    assert await count_rows(session_factory, Evaluation) == 0
+
+
+async def test_body_within_limit_is_accepted(small_body_client, settings, school):
+    response = await small_body_client.post(
+        f"/students/{school.student_id}/evaluations",
+        json={"subject": "svt", "score": 12},
+        headers=auth_headers(settings, school.coach),
+    )
+
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"subject": "svt", "score": 12, "comment": "\xff\xfe"}', b"[" * 10_000 + b"]" * 10_000],
+    ids=["invalid utf-8", "deeply nested"],
+)
+async def test_unreadable_body_400_translated(client, settings, school, content):
+    path = f"/students/{school.student_id}/evaluations"
+    headers = auth_headers(settings, school.coach, **{"Content-Type": "application/json"})
+
+    french = await client.post(path, content=content, headers=headers)
+    english = await client.post(path, content=content, headers={**headers, "Accept-Language": "en"})
+
+    assert french.status_code == english.status_code == 400
+    assert french.headers["content-type"] == PROBLEM_JSON
+    assert french.headers["content-language"] == "fr"
+    assert french.json()["title"] == "Requête incorrecte"
+    assert french.json()["detail"] == (
+        "Le corps de la requête est illisible. Envoyez un JSON valide, encodé en UTF-8, "
+        "sans imbrication excessive."
+    )
+    assert english.json()["detail"] == (
+        "The request body cannot be read. Send valid JSON, encoded in UTF-8, without excessive nesting."
+    )
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+async def test_json_body_needs_json_content_type(client, settings, session_factory, school, content_type):
+    headers = auth_headers(settings, school.coach)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    task = await create_task(client, settings, school.coach, school.student_id)
+
+    created = await client.post(
+        f"/students/{school.student_id}/evaluations", content=json.dumps({"subject": "svt", "score": 12}), headers=headers
+    )
+    changed = await client.patch(
+        f"/tasks/{task['id']}", content=json.dumps({"title": "x"}), headers={**headers, "Accept-Language": "en"}
+    )
+
+    assert created.status_code == 415
+    assert created.headers["content-type"] == PROBLEM_JSON
+    assert created.json()["detail"] == (
+        "Le corps de la requête doit être du JSON. Envoyez l'en-tête « Content-Type: application/json »."
+    )
+    assert changed.status_code == 415
+    assert changed.json()["detail"] == "The request body must be JSON. Send the 'Content-Type: application/json' header."
+    assert await count_rows(session_factory, Evaluation) == 0
 
 
 async def test_unknown_route_is_404_problem(client):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
+from starlette.requests import Request
 
-from dashboard_jobs.api.problems import MESSAGES, SUPPORTED_LANGUAGES, negotiate_language, translate
+from dashboard_jobs.api.problems import (
+    MESSAGES,
+    SUPPORTED_LANGUAGES,
+    negotiate_language,
+    problem_response,
+    translate,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +92,37 @@ def test_translate_returns_unknown_ids_unchanged():
 
 def test_translate_returns_template_when_a_parameter_is_missing():
     assert translate("not_found.task", "en") == "No task has id {id}."
+
+
+def problem_request() -> Request:
+    return Request(
+        {"type": "http", "method": "POST", "scheme": "http", "server": ("api.test", 80), "path": "/students",
+         "query_string": b"", "headers": [(b"accept-language", b"en")]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "rendered"),
+    [
+        (float("nan"), "NaN"),
+        (float("inf"), "Infinity"),
+        (float("-inf"), "-Infinity"),
+        (b"caf\xc3\xa9 \xff", "café \ufffd"),
+        (10**5000, "1" + "0" * 99 + "…"),
+        (-(10**200), "-" + "1" + "0" * 98 + "…"),
+        (Decimal("1E+5000"), "1E+5000"),
+        (12, 12),
+        (12.5, 12.5),
+        ("texte", "texte"),
+    ],
+    ids=["nan", "inf", "-inf", "bytes", "huge int", "long negative int", "huge decimal", "int", "float", "str"],
+)
+def test_problem_renders_any_value(value, rendered):
+    response = problem_response(
+        problem_request(), 422, kind="validation", detail="Invalid input.", extras={"errors": [{"value": value}]}
+    )
+
+    assert json.loads(response.body)["errors"] == [{"value": rendered}]
 
 
 async def test_database_outage_is_503_with_retry_after(settings):

@@ -239,6 +239,7 @@ async def test_report_as_json(client, settings, session_factory, data):
     response = await client.get(f"/students/{data.lea}/reports/2025-01", headers=auth_headers(settings, data.school.parent))
 
     assert response.status_code == 200
+    assert response.headers["vary"] == "Accept"
     body = response.json()
     assert body["kpis"]["tasks"]["on_time_rate"] == 0.25
     assert body["period"] == "2025-01"

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dashboard_jobs.api.auth import signing_algorithm
+from dashboard_jobs.api.body_limit import install_body_limit
 from dashboard_jobs.api.problems import install_problem_handlers
 from dashboard_jobs.api.routes import dead_letters, evaluations, health, reports, sessions, students, tasks
 from dashboard_jobs.db import create_engine, create_session_factory
@@ -66,6 +67,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> FastAPI
         app.state.session_factory = create_session_factory(engine)
 
     install_problem_handlers(app)
+    install_body_limit(app, settings.api_max_body_bytes)
     for router in (health.router, students.router, tasks.router, evaluations.router, sessions.router):
         app.include_router(router)
     app.include_router(reports.router)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -40,8 +42,10 @@ PROBLEM_TYPE_PREFIX = "urn:dashboard-jobs:problem:"
 DEFAULT_LANGUAGE = "fr"
 SUPPORTED_LANGUAGES = ("fr", "en")
 
-# Longer string values are cut before they are echoed back in a validation problem.
+# Longer string values are cut before they are echoed back in a validation problem, and
+# numbers with more digits are echoed as cut text.
 MAX_ECHOED_VALUE_LENGTH = 100
+MAX_ECHOED_INTEGER = 10**MAX_ECHOED_VALUE_LENGTH
 
 # Message ids to their French and English text, filled in with str.format.
 MESSAGES: dict[str, dict[str, str]] = {
@@ -51,9 +55,18 @@ MESSAGES: dict[str, dict[str, str]] = {
     "title.404": {"fr": "Ressource introuvable", "en": "Not found"},
     "title.405": {"fr": "Méthode non autorisée", "en": "Method not allowed"},
     "title.409": {"fr": "Conflit", "en": "Conflict"},
+    "title.413": {"fr": "Contenu trop volumineux", "en": "Content too large"},
+    "title.415": {"fr": "Type de contenu non pris en charge", "en": "Unsupported media type"},
     "title.422": {"fr": "Données invalides", "en": "Invalid input"},
     "title.500": {"fr": "Erreur interne", "en": "Internal server error"},
     "title.503": {"fr": "Service indisponible", "en": "Service unavailable"},
+    # FastAPI returns 400 when it cannot decode the body, such as invalid UTF-8 or JSON nested
+    # deeper than the parser's recursion limit.
+    "http.400": {
+        "fr": "Le corps de la requête est illisible. Envoyez un JSON valide, encodé en UTF-8, "
+        "sans imbrication excessive.",
+        "en": "The request body cannot be read. Send valid JSON, encoded in UTF-8, without excessive nesting.",
+    },
     "http.404": {
         "fr": "Aucune ressource ne correspond à cette adresse.",
         "en": "No resource matches this URL.",
@@ -78,6 +91,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fr": "Votre compte n'a pas accès à cet élève.",
         "en": "Your account has no access to this student.",
     },
+    "forbidden.task_access": {
+        "fr": "Votre compte n'a pas accès à cette tâche.",
+        "en": "Your account has no access to this task.",
+    },
+    "forbidden.session_access": {
+        "fr": "Votre compte n'a pas accès à cette séance.",
+        "en": "Your account has no access to this tutoring session.",
+    },
     "forbidden.read_only_role": {
         "fr": "Un compte parent peut consulter les données mais pas les modifier.",
         "en": "A parent account can read data but not change it.",
@@ -87,6 +108,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "not_found.session": {
         "fr": "Aucune séance n'a l'identifiant {id}.",
         "en": "No tutoring session has id {id}.",
+    },
+    "body.too_large": {
+        "fr": "Le corps de la requête dépasse la taille maximale de {max_bytes} octets. Envoyez un corps plus petit.",
+        "en": "The request body is larger than the maximum of {max_bytes} bytes. Send a smaller body.",
+    },
+    "body.not_json": {
+        "fr": "Le corps de la requête doit être du JSON. Envoyez l'en-tête « Content-Type: application/json ».",
+        "en": "The request body must be JSON. Send the 'Content-Type: application/json' header.",
     },
     "conflict.task.already_completed": {
         "fr": "Cette tâche est déjà terminée.",
@@ -142,6 +171,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "datetime.naive": {
         "fr": "La date n'a pas de fuseau horaire. Ajoutez un décalage, par exemple 2026-03-02T17:00:00+01:00.",
         "en": "The date has no time zone. Add an offset, for example 2026-03-02T17:00:00+01:00.",
+    },
+    "datetime.out_of_range": {
+        "fr": "L'année de la date doit être comprise entre {min} et {max}.",
+        "en": "The date's year must be between {min} and {max}.",
+    },
+    "datetime.future": {
+        "fr": "Une évaluation ne peut pas être datée dans le futur. Indiquez une date passée, "
+        "ou omettez evaluated_at pour la dater de maintenant.",
+        "en": "An evaluation cannot be dated in the future. Give a past date, or omit evaluated_at to date it now.",
     },
     "choice.unknown": {
         "fr": "Cette valeur n'est pas acceptée. Valeurs acceptées : {allowed}.",
@@ -282,6 +320,8 @@ PYDANTIC_MESSAGE_IDS: dict[str, str] = {
     "datetime_parsing": "expected.datetime",
     "datetime_from_date_parsing": "expected.datetime",
     "datetime_object_invalid": "expected.datetime",
+    "datetime_out_of_range": "datetime.out_of_range",
+    "datetime_in_future": "datetime.future",
     "uuid_type": "expected.uuid",
     "uuid_parsing": "expected.uuid",
     "uuid_version": "expected.uuid",
@@ -395,7 +435,9 @@ def problem_response(
     }
     body.update(extras or {})
     response_headers = {"Content-Language": language, "Vary": "Accept-Language", **(headers or {})}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=response_headers)
+    return JSONResponse(
+        _json_compatible(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=response_headers
+    )
 
 
 async def handle_domain_error(request: Request, error: Exception) -> JSONResponse:
@@ -404,7 +446,7 @@ async def handle_domain_error(request: Request, error: Exception) -> JSONRespons
         case InvalidInput():
             return _validation_problem(request, [_domain_error_item(item, language) for item in error.errors])
         case Forbidden():
-            # The message depends only on the reason, never on whether the student exists.
+            # The message depends only on the reason, never on whether the student or row exists.
             detail = translate(f"forbidden.{error.reason}", language)
             return problem_response(request, 403, kind="forbidden", detail=detail)
         case NotFound():
@@ -437,6 +479,12 @@ async def handle_request_validation_error(request: Request, error: Exception) ->
     if not isinstance(error, RequestValidationError):
         raise TypeError(f"expected RequestValidationError, got {type(error).__name__}")
     language = request_language(request)
+    # FastAPI decodes a body as JSON only when Content-Type is a JSON type, and otherwise validates
+    # the raw bytes, which pydantic rejects as "object expected" without saying what to fix.
+    if isinstance(error.body, bytes):
+        return problem_response(
+            request, 415, kind="unsupported-media-type", detail=translate("body.not_json", language)
+        )
     return _validation_problem(request, [_pydantic_error_item(item, language) for item in error.errors()])
 
 
@@ -510,6 +558,22 @@ class UnhandledErrorMiddleware:
             await response(scope, receive, send)
 
 
+@contextmanager
+def student_access_reworded(resource: str) -> Iterator[None]:
+    """Reword a refused student access as a refused access to ``resource``, a task or a session.
+
+    A route that changes a row by its id names no student, so its refusal names the row.
+    The reason is the same whether the row belongs to another coach's student or does not
+    exist, so the response does not tell a coach which ids exist.
+    """
+    try:
+        yield
+    except Forbidden as error:
+        if error.reason != "student_access":
+            raise
+        raise Forbidden(f"{resource}_access") from None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, handle_domain_error)
     app.add_exception_handler(AuthenticationFailed, handle_authentication_failed)
@@ -571,12 +635,45 @@ def _echoed_value(value: Any) -> Any:
     if isinstance(value, (Mapping, list, tuple, set)):
         return None
     if isinstance(value, (str, bytes)):
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        return text if len(text) <= MAX_ECHOED_VALUE_LENGTH else text[:MAX_ECHOED_VALUE_LENGTH] + "…"
-    if isinstance(value, (bool, int, float, Decimal, datetime, date, uuid.UUID, Enum)) or value is None:
-        return jsonable_encoder(value)
-    return str(value)[:MAX_ECHOED_VALUE_LENGTH]
+        return _cut(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    if isinstance(value, Decimal):
+        # Beyond this magnitude jsonable_encoder makes an integer too long to print, or an
+        # infinite float. str() keeps the exponent notation, such as 1E+5000.
+        if value.is_finite() and value.adjusted() < MAX_ECHOED_VALUE_LENGTH:
+            return jsonable_encoder(value)
+        return _cut(str(value))
+    if isinstance(value, (bool, int, float, datetime, date, uuid.UUID, Enum)) or value is None:
+        return _json_compatible(jsonable_encoder(value))
+    return _json_compatible(value)
+
+
+def _json_compatible(value: Any) -> Any:
+    """Return ``value`` with everything JSON cannot encode replaced by text.
+
+    json.dumps rejects NaN and infinity in a response, and Python refuses to print an integer
+    of more than 4300 digits (sys.get_int_max_str_digits), so echoing such an input would
+    turn the problem response itself into a 500.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        # Decimal prints an integer of any length.
+        return value if abs(value) < MAX_ECHOED_INTEGER else _cut(str(Decimal(value)))
+    if isinstance(value, float):
+        # The names JSON parsers such as Python's accept: NaN, Infinity and -Infinity.
+        return value if math.isfinite(value) else json.dumps(value)
+    if isinstance(value, Mapping):
+        return {str(key): _json_compatible(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_compatible(item) for item in value]
+    if isinstance(value, bytes):
+        return _cut(value.decode("utf-8", "replace"))
+    return _cut(str(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ECHOED_VALUE_LENGTH else text[:MAX_ECHOED_VALUE_LENGTH] + "…"
 
 
 def _display(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(_json_compatible(value), ensure_ascii=False)

@@ -1,13 +1,14 @@
 """Request and response bodies of the API: *Create and *Update in, *Public out.
 
-Request schemas check shapes and types. The domain rules (known subject, score range,
-duration, time zone) are checked by the write services, so every caller gets them.
+Request schemas check shapes, types and the accepted range of dates. The domain rules (known
+subject, score range, duration, time zone) are checked by the write services, so every caller
+gets them.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,6 @@ from dashboard_jobs.domain.services import DEFAULT_MAX_SCORE, MAX_SESSION_MINUTE
 from dashboard_jobs.domain.subjects import SUBJECTS
 
 SUBJECT_FIELD = {"description": "One of the collège subjects.", "json_schema_extra": {"enum": list(SUBJECTS)}}
-AWARE_DATETIME_DESCRIPTION = "ISO 8601 date and time with a time zone offset."
 
 
 def _reject_nul_character(value: str) -> str:
@@ -31,6 +31,45 @@ def _reject_nul_character(value: str) -> str:
 
 StoredText = Annotated[str, AfterValidator(_reject_nul_character)]
 """Free text that is stored in a text column."""
+
+# Dates outside these years are typing mistakes. At the ends of the calendar (years 1 and 9999)
+# converting a date to UTC for storage overflows, and the write would fail with a 500.
+MIN_ACCEPTED_YEAR = 2000
+MAX_ACCEPTED_YEAR = 2100
+
+# How far past the server's clock an evaluation date may be, because a client's clock can run
+# a few minutes fast. An evaluation is recorded after it happens, so a later date is rejected.
+EVALUATION_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _check_accepted_year(value: datetime) -> datetime:
+    # The year is read in the value's own offset, because converting year 1 or 9999 to UTC
+    # may overflow. Inside the window the conversion is always safe.
+    if not MIN_ACCEPTED_YEAR <= value.year <= MAX_ACCEPTED_YEAR:
+        raise PydanticCustomError(
+            "datetime_out_of_range",
+            "The date's year must be between {min} and {max}.",
+            {"min": MIN_ACCEPTED_YEAR, "max": MAX_ACCEPTED_YEAR},
+        )
+    return value
+
+
+def _reject_future(value: datetime) -> datetime:
+    # A date without an offset cannot be compared with the clock, and the write service rejects it.
+    if value.utcoffset() is not None and value > datetime.now(UTC) + EVALUATION_CLOCK_SKEW:
+        raise PydanticCustomError("datetime_in_future", "An evaluation cannot be dated in the future.")
+    return value
+
+
+AcceptedDatetime = Annotated[datetime, AfterValidator(_check_accepted_year)]
+"""A date and time whose year is between MIN_ACCEPTED_YEAR and MAX_ACCEPTED_YEAR."""
+
+PastDatetime = Annotated[AcceptedDatetime, AfterValidator(_reject_future)]
+"""An accepted date and time no later than now, give or take EVALUATION_CLOCK_SKEW."""
+
+AWARE_DATETIME_DESCRIPTION = (
+    f"ISO 8601 date and time with a time zone offset, in the years {MIN_ACCEPTED_YEAR} to {MAX_ACCEPTED_YEAR}."
+)
 
 
 class RequestModel(BaseModel):
@@ -62,13 +101,13 @@ class PartialUpdate(RequestModel):
 class TaskCreate(RequestModel):
     title: StoredText = Field(description=f"1 to {MAX_TITLE_LENGTH} characters.")
     subject: str = Field(**SUBJECT_FIELD)
-    due_at: datetime = Field(description=AWARE_DATETIME_DESCRIPTION)
+    due_at: AcceptedDatetime = Field(description=AWARE_DATETIME_DESCRIPTION)
 
 
 class TaskUpdate(PartialUpdate):
     title: StoredText | None = Field(default=None, description=f"1 to {MAX_TITLE_LENGTH} characters.")
     subject: str | None = Field(default=None, **SUBJECT_FIELD)
-    due_at: datetime | None = Field(default=None, description=AWARE_DATETIME_DESCRIPTION)
+    due_at: AcceptedDatetime | None = Field(default=None, description=AWARE_DATETIME_DESCRIPTION)
     status: str | None = Field(
         default=None,
         description="Setting done records the completion time; any other status clears it.",
@@ -80,8 +119,9 @@ class EvaluationCreate(RequestModel):
     subject: str = Field(**SUBJECT_FIELD)
     score: Decimal = Field(description="From 0 to max_score, at most 2 decimal places.")
     max_score: Decimal = Field(default=DEFAULT_MAX_SCORE, description="Greater than 0, at most 2 decimal places.")
-    evaluated_at: datetime | None = Field(
-        default=None, description=f"{AWARE_DATETIME_DESCRIPTION} Defaults to the time of the request."
+    evaluated_at: PastDatetime | None = Field(
+        default=None,
+        description=f"{AWARE_DATETIME_DESCRIPTION} Not in the future. Defaults to the time of the request.",
     )
 
 
@@ -90,7 +130,7 @@ DURATION_DESCRIPTION = f"Whole minutes, 1 to {MAX_SESSION_MINUTES}."
 
 
 class SessionCreate(RequestModel):
-    starts_at: datetime = Field(description=AWARE_DATETIME_DESCRIPTION)
+    starts_at: AcceptedDatetime = Field(description=AWARE_DATETIME_DESCRIPTION)
     duration_minutes: int = Field(description=DURATION_DESCRIPTION)
     status: str = Field(default=SessionStatus.PLANNED.value, **SESSION_STATUS_FIELD)
     coach_id: uuid.UUID | None = Field(
@@ -101,7 +141,7 @@ class SessionCreate(RequestModel):
 
 
 class SessionUpdate(PartialUpdate):
-    starts_at: datetime | None = Field(default=None, description=AWARE_DATETIME_DESCRIPTION)
+    starts_at: AcceptedDatetime | None = Field(default=None, description=AWARE_DATETIME_DESCRIPTION)
     duration_minutes: int | None = Field(default=None, description=DURATION_DESCRIPTION)
     status: str | None = Field(default=None, **SESSION_STATUS_FIELD)
 

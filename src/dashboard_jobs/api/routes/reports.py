@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -140,6 +140,7 @@ async def read_report(
     principal: CurrentPrincipal,
     session_factory: SessionFactory,
     request: Request,
+    response: Response,
 ) -> ParentReportResponse | HTMLResponse:
     """Return the student's report of ``period``; an HTML page when Accept prefers text/html."""
     parsed = _parse_period(period, utc_now(), request.app.state.settings)
@@ -156,6 +157,8 @@ async def read_report(
             render_report_page(report.payload, language),
             headers={"Content-Language": language, "Vary": "Accept, Accept-Language"},
         )
+    # The same URL returns HTML for another Accept header, so caches must key on it.
+    response.headers["Vary"] = "Accept"
     return _report_response(report, cached=True)
 
 

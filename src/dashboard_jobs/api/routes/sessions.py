@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from dashboard_jobs.api.auth import CurrentPrincipal
 from dashboard_jobs.api.dependencies import CorrelationId, SessionFactory
+from dashboard_jobs.api.problems import student_access_reworded
 from dashboard_jobs.api.schemas import PROBLEM_RESPONSES, SessionCreate, SessionPublic, SessionUpdate
 from dashboard_jobs.domain import services
 from dashboard_jobs.domain.models import TutoringSession
@@ -53,10 +54,11 @@ async def update_tutoring_session(
     correlation_id: CorrelationId = None,
 ) -> SessionPublic:
     """Change a tutoring session's start, duration or status."""
-    async with session_factory() as session, session.begin():
-        written = await services.update_tutoring_session(
-            session, principal, session_id, **body.model_dump(exclude_unset=True), correlation_id=correlation_id
-        )
+    with student_access_reworded("session"):
+        async with session_factory() as session, session.begin():
+            written = await services.update_tutoring_session(
+                session, principal, session_id, **body.model_dump(exclude_unset=True), correlation_id=correlation_id
+            )
 
     _log_write("tutoring session updated", written, correlation_id)
     return SessionPublic.model_validate(written.row)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from dashboard_jobs.api.auth import CurrentPrincipal
 from dashboard_jobs.api.dependencies import CorrelationId, SessionFactory
+from dashboard_jobs.api.problems import student_access_reworded
 from dashboard_jobs.api.schemas import PROBLEM_RESPONSES, ProblemPublic, TaskCreate, TaskPublic, TaskUpdate
 from dashboard_jobs.domain import services
 from dashboard_jobs.domain.models import Task
@@ -52,10 +53,11 @@ async def update_task(
     correlation_id: CorrelationId = None,
 ) -> TaskPublic:
     """Change a task's title, subject, due date or status."""
-    async with session_factory() as session, session.begin():
-        written = await services.update_task(
-            session, principal, task_id, **body.model_dump(exclude_unset=True), correlation_id=correlation_id
-        )
+    with student_access_reworded("task"):
+        async with session_factory() as session, session.begin():
+            written = await services.update_task(
+                session, principal, task_id, **body.model_dump(exclude_unset=True), correlation_id=correlation_id
+            )
 
     _log_write("task updated", written, correlation_id)
     return TaskPublic.model_validate(written.row)
@@ -72,8 +74,9 @@ async def complete_task(
     correlation_id: CorrelationId = None,
 ) -> TaskPublic:
     """Mark a task done now."""
-    async with session_factory() as session, session.begin():
-        written = await services.complete_task(session, principal, task_id, correlation_id=correlation_id)
+    with student_access_reworded("task"):
+        async with session_factory() as session, session.begin():
+            written = await services.complete_task(session, principal, task_id, correlation_id=correlation_id)
 
     _log_write("task completed", written, correlation_id)
     return TaskPublic.model_validate(written.row)
