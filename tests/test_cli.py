@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -47,7 +48,7 @@ async def test_relay_once_then_worker_once_refresh_the_backlog(settings, session
 
     relay = run_cli(settings, "relay", "--once")
     assert relay.returncode == 0, relay.stderr
-    assert "3 messages published" in relay.stdout
+    assert relay.stdout == "3 message(s) publié(s)\n"
 
     worker = run_cli(settings, "worker", "--once")
     assert worker.returncode == 0, worker.stderr
@@ -55,6 +56,73 @@ async def test_relay_once_then_worker_once_refresh_the_backlog(settings, session
 
     assert await scalar(session_factory, "SELECT count(*) FROM dashboard_summary") == 3
     assert await scalar(session_factory, "SELECT count(*) FROM inbox") == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "environment", "expected"),
+    [
+        ([], {}, "0 message(s) publié(s)\n"),
+        (["--lang", "en"], {}, "0 messages published\n"),
+        ([], {"LANG": "en_GB.UTF-8"}, "0 messages published\n"),
+        (["--lang", "fr"], {"LANG": "en_GB.UTF-8"}, "0 message(s) publié(s)\n"),
+    ],
+)
+async def test_relay_once_summary_language(settings, clean_db, topology, options, environment, expected):
+    result = run_cli(settings, "relay", "--once", *options, **environment)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+
+
+# Cron expressions and a grace period that give every scheduler --once outcome whatever
+# the date: the latest 1 January at midnight is at most 366 days old, and with no grace at
+# all a fire is always missed.
+YEARLY_WITHIN_GRACE = {
+    "REPORT_SCHEDULE_CRON": "0 0 1 1 *",
+    "SUMMARY_REBUILD_CRON": "0 0 1 1 *",
+    "REPORT_SCHEDULE_GRACE": "P367D",
+}
+YEARLY_MISSED = {
+    "REPORT_SCHEDULE_CRON": "0 0 2 1 *",
+    "SUMMARY_REBUILD_CRON": "0 0 2 1 *",
+    "REPORT_SCHEDULE_GRACE": "PT0S",
+}
+
+
+def latest_new_year(day: int) -> str:
+    today = datetime.now(ZoneInfo("Europe/Paris"))
+    year = today.year if (today.month, today.day) >= (1, day) else today.year - 1
+    return f"{year}-01-{day:02d} 00:00 (Europe/Paris)"
+
+
+async def test_scheduler_once_fires_then_reports_fire_handled(settings, clean_db):
+    first = run_cli(settings, "scheduler", "--once", **YEARLY_WITHIN_GRACE)
+    second = run_cli(settings, "scheduler", "--once", **YEARLY_WITHIN_GRACE)
+
+    fire_at = latest_new_year(1)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"Rapports aux parents : échéance du {fire_at} exécutée.",
+        f"Reconstruction des résumés : échéance du {fire_at} exécutée.",
+    ]
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == [
+        f"Rapports aux parents : échéance du {fire_at} déjà traitée par un autre planificateur "
+        "ou une exécution précédente.",
+        f"Reconstruction des résumés : échéance du {fire_at} déjà traitée par un autre planificateur "
+        "ou une exécution précédente.",
+    ]
+
+
+async def test_scheduler_once_reports_missed_fire_in_english(settings, clean_db):
+    result = run_cli(settings, "scheduler", "--once", "--lang", "en", **YEARLY_MISSED)
+
+    fire_at = latest_new_year(2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Parent reports: fire of {fire_at} skipped, because it was missed by more than the grace period (0 s).",
+        f"Summary rebuild: fire of {fire_at} skipped, because it was missed by more than the grace period (0 s).",
+    ]
 
 
 async def test_refresh_summary_all_and_selected(settings, session_factory, clean_db):

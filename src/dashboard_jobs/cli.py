@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from dashboard_jobs.commands.dlq import dlq_app
 from dashboard_jobs.commands.language import output_language
@@ -34,11 +36,19 @@ app = typer.Typer(
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings once and configure logging from LOG_LEVEL."""
+    """Read the settings once and configure logging from LOG_LEVEL; exit with 2 when a setting is invalid."""
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as error:
-        typer.echo(f"Invalid settings: {error}", err=True)
+    except ValidationError as error:
+        from dashboard_jobs.commands.errors import format_settings_errors
+
+        for line in format_settings_errors(error):
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+    except SettingsError as error:
+        from dashboard_jobs.commands.errors import format_settings_decode_error
+
+        typer.echo(format_settings_decode_error(error), err=True)
         raise typer.Exit(2) from None
     try:
         configure_logging(settings.log_level)
@@ -48,15 +58,16 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
-def parse_student_ids(values: list[str] | None) -> list[uuid.UUID]:
+def parse_uuids(values: list[str] | None, option: str) -> list[uuid.UUID]:
+    """Parse the values of ``option``; raise a usage error that names the option and the value."""
     ids = []
     for value in values or []:
         try:
             ids.append(uuid.UUID(value))
         except ValueError:
             raise typer.BadParameter(
-                f"{value!r} is not a UUID; pass a student id such as 0b6f2a5e-9d7c-4c1e-8a3b-2f1d4e5c6a7b",
-                param_hint="--student-id",
+                f"{value!r} is not a UUID; pass an id such as 0b6f2a5e-9d7c-4c1e-8a3b-2f1d4e5c6a7b",
+                param_hint=option,
             ) from None
     return ids
 
@@ -89,15 +100,21 @@ def relay(
     interval: Annotated[float | None, typer.Option(help="Poll fallback interval in seconds when no NOTIFY arrives.", min=0.01)] = None,
     once: Annotated[bool, typer.Option("--once", help="Publish the pending backlog, then exit.")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Outbox rows claimed per transaction.", min=1)] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="Language of the --once summary, fr or en. Default: from LANG, else fr.")] = None,
 ) -> None:
     """Publish outbox rows to RabbitMQ with publisher confirms."""
     from dashboard_jobs.processes import run_relay
 
+    language = output_language(lang)
     settings = load_settings(relay_interval_seconds=interval, relay_batch_size=batch_size)
     with exit_on_topology_mismatch():
         published = asyncio.run(run_relay(settings, once=once))
-    if once:
-        typer.echo(f"{published} messages published")
+    if not once:
+        return
+    if language == "fr":
+        typer.echo(f"{published} message(s) publié(s)")
+    else:
+        typer.echo(f"{published} {'message' if published == 1 else 'messages'} published")
 
 
 @app.command()
@@ -120,9 +137,10 @@ def api(
     port: Annotated[int, typer.Option(help="TCP port to listen on.", min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the HTTP API with uvicorn."""
-    from dashboard_jobs.processes import run_api
+    from dashboard_jobs.processes import require_database_url, run_api
 
     settings = load_settings()
+    require_database_url(settings)
     settings.require_jwt_secret()
     log.info("api starting", extra={"host": host, "port": port})
     run_api(settings, host, port)
@@ -139,7 +157,7 @@ def refresh_summary(
     from dashboard_jobs.processes import refresh_summary_now
 
     language = output_language(lang)
-    ids = parse_student_ids(student_id)
+    ids = parse_uuids(student_id, "--student-id")
     settings = load_settings()
     count, seconds = asyncio.run(refresh_summary_now(settings, ids))
     if language == "fr":
@@ -154,13 +172,17 @@ def token(
     role: Annotated[str, typer.Option(help="admin, coach or parent.")],
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=1)] = 3600,
 ) -> None:
-    """Print a development bearer token for an account."""
+    """Print a bearer token for an account.
+
+    Signing needs JWT_SECRET (the API's key), or APP_ENV=development for the development key.
+    """
     from dashboard_jobs.api.auth import mint_token
 
-    settings = load_settings()
+    subject = parse_uuids([account_id], "--account-id")[0]
     if role not in {"admin", "coach", "parent"}:
         raise typer.BadParameter(f"{role!r} is not a role; use admin, coach or parent", param_hint="--role")
-    typer.echo(mint_token(settings, parse_student_ids([account_id])[0], role, ttl_seconds=ttl))
+    settings = load_settings()
+    typer.echo(mint_token(settings, subject, role, ttl_seconds=ttl))
 
 
 @app.command()
@@ -175,15 +197,11 @@ def demo(
     """Load a realistic school, run api, relay and worker, drive coach writes and print a report."""
     from dashboard_jobs.demo.report import render
     from dashboard_jobs.demo.run import DemoOptions, run_demo
-    from dashboard_jobs.runtime import BrokerUnavailableError, check_broker, database_url_or_embedded
+    from dashboard_jobs.runtime import check_broker, database_url_or_embedded
 
     language = output_language(lang)
     settings = load_settings(app_env=_development_unless_set())
-    try:
-        asyncio.run(check_broker(settings.rabbitmq_url))
-    except BrokerUnavailableError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(1) from None
+    asyncio.run(check_broker(settings.rabbitmq_url))
 
     log_dir = Path(settings.embedded_postgres_dir).parent / "demo-logs"
     options = DemoOptions(students=students, rate=rate, duration=duration, seed=seed,
@@ -208,7 +226,18 @@ app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:
-    app()
+    """Run the command; print a known start-up failure as one line and exit with 1, without a traceback."""
+    try:
+        app()
+    except Exception as error:
+        from dashboard_jobs.commands.errors import describe_startup_error
+
+        message = describe_startup_error(error)
+        if message is None:
+            raise
+        log.debug("command failed at start", exc_info=error)
+        typer.echo(message, err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
 import uvicorn
@@ -24,13 +24,10 @@ from dashboard_jobs.domain.summary import rebuild_all_summaries, refresh_summari
 from dashboard_jobs.health_endpoint import HealthServer
 from dashboard_jobs.outbox.publisher import ConfirmingPublisher
 from dashboard_jobs.outbox.relay import Relay
+from dashboard_jobs.runtime import BrokerUnavailableError, broker_unavailable
 from dashboard_jobs.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# A process that starts before the broker (a compose stack, a reboot) waits for it this long,
-# retrying with growing pauses, before it exits non-zero for its supervisor to restart it.
-STARTUP_RETRY_SECONDS = 60.0
 
 # At shutdown the worker abandons the summary batch in progress this long (at most a
 # quarter of the grace period) before FastStream's deadline closes the channels.
@@ -39,8 +36,13 @@ ABANDON_MARGIN_SECONDS = 2.0
 BROKER_CLOSE_SECONDS = 5.0
 
 
-def retry_startup(what: str) -> AsyncRetrying:
-    """Retry a connection attempt at start-up on network errors, logging each retry."""
+# Errors that a later connection attempt may not meet, because the server is starting,
+# restarting or not yet reachable.
+STARTUP_RETRY_ERRORS = (OSError, TimeoutError, AMQPError, ConnectionError)
+
+
+def retry_startup(what: str, window_seconds: float) -> AsyncRetrying:
+    """Retry a connection attempt at start-up on network errors for ``window_seconds``, logging each retry."""
 
     def log_retry(state: RetryCallState) -> None:
         log.warning(
@@ -50,12 +52,31 @@ def retry_startup(what: str) -> AsyncRetrying:
         )
 
     return AsyncRetrying(
-        retry=retry_if_exception_type((OSError, TimeoutError, AMQPError, ConnectionError)),
+        retry=retry_if_exception_type(STARTUP_RETRY_ERRORS),
         wait=wait_exponential(multiplier=0.5, max=10),
-        stop=stop_after_delay(STARTUP_RETRY_SECONDS),
+        stop=stop_after_delay(window_seconds),
         before_sleep=log_retry,
         reraise=True,
     )
+
+
+async def connect_to_broker(connect: Callable[[], Awaitable[object]], settings: Settings) -> None:
+    """Call ``connect`` until it succeeds, for up to ``startup_retry_seconds``.
+
+    A process that starts before the broker (a compose stack, a reboot) waits for it this
+    way. Raises runtime.BrokerUnavailableError, which names the broker and how to start one,
+    once the time is up, so the process exits non-zero for its supervisor to restart it.
+    """
+    try:
+        async for attempt in retry_startup("connecting to RabbitMQ", settings.startup_retry_seconds):
+            with attempt:
+                await connect()
+    except STARTUP_RETRY_ERRORS as error:
+        # The clients wrap the network error in their own, and the innermost one shows what failed.
+        root: BaseException = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise broker_unavailable(settings.rabbitmq_url, root, settings.startup_retry_seconds) from error
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -122,9 +143,7 @@ async def run_relay(settings: Settings, *, once: bool) -> int:
                                       "interval_seconds": settings.relay_interval_seconds})
     try:
         if once:
-            async for attempt in retry_startup("connecting to RabbitMQ"):
-                with attempt:
-                    await publisher.connect()
+            await connect_to_broker(publisher.connect, settings)
             return await relay.drain()
 
         # The run loop connects, and reconnects after an outage, by itself.
@@ -177,9 +196,11 @@ async def run_worker(settings: Settings, *, once: bool, idle_checks: int = 3) ->
     exit_code = 0
     log.info("worker starting", extra={"once": once, "exchange": worker.topology.exchange})
     try:
-        async for attempt in retry_startup("connecting to RabbitMQ"):
-            with attempt:
-                await worker.broker.start()
+        try:
+            await connect_to_broker(worker.broker.start, settings)
+        except BrokerUnavailableError:
+            exit_code = 1  # for the "worker stopped" line below
+            raise
         consuming = True
         log.info("worker consuming", extra={"queues": [q.name for q in worker.topology.queues]})
         if once:
@@ -306,17 +327,28 @@ def run_api(settings: Settings, host: str, port: int) -> None:
 
 
 async def _wait_until_drained(settings: Settings, worker: Worker, idle_checks: int) -> None:
-    # The queue's message count excludes unacknowledged deliveries, so the worker also
-    # has to report idle several times in a row before the backlog counts as processed.
+    """Return once every consumer queue and its retry queues are empty and the worker is idle.
+
+    A queue's message count excludes unacknowledged deliveries, so the worker also has to
+    report idle several times in a row. Handlers still running then finish during the
+    broker's graceful stop. Messages waiting in a retry queue come back after their delay,
+    so --once waits for them too.
+    """
+    names = [
+        name
+        for spec in worker.topology.consumer_queues
+        for name in (spec.name, *(retry.name for retry in spec.retry_queues))
+    ]
     connection = await aio_pika.connect(settings.rabbitmq_url)
     try:
         channel = await connection.channel()
-        queue = await channel.get_queue(settings.queue_name(SUMMARY_CONSUMER))
         quiet = 0
         while quiet < idle_checks:
             await asyncio.sleep(0.2)
-            declared = await channel.declare_queue(queue.name, passive=True)
-            ready = declared.declaration_result.message_count
+            ready = 0
+            for name in names:
+                declared = await channel.declare_queue(name, passive=True)
+                ready += declared.declaration_result.message_count
             quiet = quiet + 1 if ready == 0 and worker.summary.idle else 0
     finally:
         await connection.close()

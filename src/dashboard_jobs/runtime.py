@@ -50,14 +50,19 @@ async def check_broker(url: str, timeout_seconds: float = 5.0) -> None:
     try:
         connection = await aio_pika.connect(url, timeout=timeout_seconds)
     except (OSError, TimeoutError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as error:
-        safe_url = str(make_url_like(url))
-        raise BrokerUnavailableError(
-            f"RabbitMQ is not reachable at {safe_url} ({type(error).__name__}: {error}). "
-            "Start one with `docker compose up -d rabbitmq`, or install the distribution's "
-            "package (`apt-get install rabbitmq-server`, then `rabbitmq-server -detached`), "
-            "or set RABBITMQ_URL to a running broker."
-        ) from error
+        raise broker_unavailable(url, error) from error
     await connection.close()
+
+
+def broker_unavailable(url: str, error: BaseException, retried_seconds: float | None = None) -> BrokerUnavailableError:
+    """Build the error that names the broker without its password, the cause and how to start one."""
+    retried = f" after retrying for {retried_seconds:g} s" if retried_seconds is not None else ""
+    return BrokerUnavailableError(
+        f"RabbitMQ is not reachable at {make_url_like(url)}{retried} ({type(error).__name__}: {error}). "
+        "Start one with `docker compose up -d rabbitmq`, or install the distribution's "
+        "package (`apt-get install rabbitmq-server`, then `rabbitmq-server -detached`), "
+        "or set RABBITMQ_URL to a running broker."
+    )
 
 
 def make_url_like(url: str) -> str:

@@ -6,15 +6,71 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from croniter import croniter
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from yarl import URL
 
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672/"
 
 # Used only when APP_ENV=development, so the demo runs without a secret. In production a
 # missing JWT_SECRET stops the API at start.
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-in-production-0123456789"
+
+# RFC 7518, section 3.2, requires an HMAC key at least as long as the hash output, which is
+# 256 bits (32 ASCII characters) for HS256.
+MIN_JWT_SECRET_LENGTH = 32
+
+
+class MissingJwtSecretError(RuntimeError):
+    """No JWT_SECRET outside development mode, so tokens can be neither signed nor verified."""
+
+
+def _check_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        # ZoneInfoNotFoundError is a KeyError, which pydantic would not report as a validation error.
+        raise ValueError("no such time zone; use an IANA name such as Europe/Paris") from None
+    return name
+
+
+def _check_cron(expression: str) -> str:
+    if not croniter.is_valid(expression):
+        raise ValueError(
+            "invalid cron expression; use five fields such as '0 6 * * 1' (minute hour day month weekday)"
+        )
+    return expression
+
+
+def _check_amqp_url(url: str) -> str:
+    parsed = URL(url)
+    if parsed.scheme not in {"amqp", "amqps"} or not parsed.host:
+        raise ValueError(
+            "not a RabbitMQ URL; use amqp://user:password@host:5672/ (scheme amqp or amqps, and a host)"
+        )
+    return url
+
+
+def _check_postgresql_url(url: str | None) -> str | None:
+    if not url:
+        return url
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ValueError("not a URL; use postgresql://user@host:5432/dbname") from None
+    if backend not in {"postgres", "postgresql"}:
+        raise ValueError("not a PostgreSQL URL; use postgresql://user@host:5432/dbname")
+    return url
+
+
+# An IANA time zone name such as Europe/Paris, checked with zoneinfo (the system database or tzdata).
+TimeZoneName = Annotated[str, AfterValidator(_check_time_zone)]
+CronExpression = Annotated[str, AfterValidator(_check_cron)]
 
 # One pause before a consumer retries a message, in seconds. Retry queues are named after
 # their delay and expire messages with a per-queue TTL, so a day is a sane upper bound.
@@ -29,12 +85,16 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """Every setting of every process; environment variable names are the field names in capitals."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Validation errors leave out the offending values, so printing one cannot leak
+    # JWT_SECRET or a password in a URL. The CLI prints the values that are safe to show.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     app_env: Environment = Environment.PRODUCTION
     log_level: str = "INFO"
 
-    database_url: str | None = Field(
+    database_url: Annotated[str | None, AfterValidator(_check_postgresql_url)] = Field(
         default=None,
         description="SQLAlchemy URL such as postgresql+asyncpg://user@host/db; "
         "unset means the CLI starts an embedded PostgreSQL.",
@@ -44,7 +104,7 @@ class Settings(BaseSettings):
         default=".data/postgres", description="Data folder of the embedded PostgreSQL."
     )
 
-    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    rabbitmq_url: Annotated[str, AfterValidator(_check_amqp_url)] = DEFAULT_RABBITMQ_URL
     broker_prefix: str = Field(
         default="dashboard",
         pattern=r"^[a-z0-9][a-z0-9_.-]{0,60}$",
@@ -52,6 +112,12 @@ class Settings(BaseSettings):
         "test runs can share one RabbitMQ virtual host.",
     )
     publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    startup_retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long `relay --once` and the worker retry connecting to RabbitMQ at "
+        "start, with growing pauses, before they exit with code 1, in seconds.",
+    )
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
@@ -114,12 +180,12 @@ class Settings(BaseSettings):
     )
     summary_max_batch_messages: int = Field(default=500, ge=1)
     summary_rebuild_batch_size: int = Field(default=500, ge=1, le=10_000)
-    summary_rebuild_cron: str = Field(
+    summary_rebuild_cron: CronExpression = Field(
         default="30 2 * * *",
         description="Cron expression (in the platform time zone) of the full summary "
         "rebuild that ages the rolling windows.",
     )
-    timezone: str = "Europe/Paris"
+    timezone: TimeZoneName = "Europe/Paris"
 
     report_locale: str = Field(
         default="fr", pattern=r"^(fr|en)$", description="Language of the parent reports: fr or en."
@@ -133,12 +199,12 @@ class Settings(BaseSettings):
         "dead-lettered. Set as JSON, for example CONSUMER_RETRY_DELAYS_SECONDS='[1, 10, 60]'.",
     )
     bulk_report_max_students: int = Field(default=1_000, ge=1, le=100_000)
-    report_schedule_cron: str = Field(
+    report_schedule_cron: CronExpression = Field(
         default="0 6 * * 1",
         description="Cron expression of the weekly parent report generation, in "
         "report_schedule_timezone.",
     )
-    report_schedule_timezone: str = "Europe/Paris"
+    report_schedule_timezone: TimeZoneName = "Europe/Paris"
     report_schedule_grace: timedelta = Field(
         default=timedelta(hours=6),
         description="How late a fire missed while the scheduler was stopped is still run; "
@@ -148,6 +214,25 @@ class Settings(BaseSettings):
     # and strips those headers from client requests. Anywhere else a client could claim any
     # role by sending the headers, so the default ignores them.
     trust_gateway_identity_headers: bool = False
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest request body the API reads, in bytes; a larger one gets 413.",
+    )
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret_length(cls, secret: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # app_env is declared first, so it is validated by now; it is missing only when invalid.
+        if secret is None or info.data.get("app_env") is Environment.DEVELOPMENT:
+            return secret
+        if len(secret.get_secret_value()) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(
+                f"shorter than {MIN_JWT_SECRET_LENGTH} characters; outside APP_ENV=development use a "
+                f"random string of at least {MIN_JWT_SECRET_LENGTH} characters, for example from "
+                "`openssl rand -hex 32`"
+            )
+        return secret
 
     @model_validator(mode="after")
     def _require_secret_outside_development(self) -> Settings:
@@ -156,9 +241,9 @@ class Settings(BaseSettings):
         return self
 
     def require_jwt_secret(self) -> str:
-        """Return the signing key, raising when none is configured outside development mode."""
+        """Return the signing key; raise MissingJwtSecretError when none is configured outside development mode."""
         if self.jwt_secret is None:
-            raise RuntimeError(
+            raise MissingJwtSecretError(
                 "JWT_SECRET is not set. Set JWT_SECRET to a random string of at least 32 "
                 "characters, or APP_ENV=development to use the development key."
             )

@@ -4,7 +4,8 @@
 ``--student-id`` (default every student), ``--period YYYY-MM`` (default the previous month)
 and ``--regenerate``. It prints one line per student and a total, in French unless
 ``--lang en`` is given or LANG starts with "en", and exits with 1 when a report failed or
-is still pending, 2 on invalid arguments.
+is still pending, 2 on invalid arguments. `scheduler --once` prints one sentence per
+schedule, in the same language: fire run, skipped or already handled.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dashboard_jobs.commands.language import output_language
+from dashboard_jobs.commands.outbox import format_duration
 from dashboard_jobs.contracts.reports import RequestedByCommand
 from dashboard_jobs.domain.periods import InvalidPeriodError, Period, parse_period, previous_period, utc_now
 from dashboard_jobs.settings import Settings
@@ -54,6 +58,27 @@ PENDING_HINT = {
 REASON_LABELS = {
     "fr": {"student_not_found": "élève introuvable", "period_in_future": "période future"},
     "en": {"student_not_found": "student not found", "period_in_future": "period in the future"},
+}
+SCHEDULE_LABELS = {
+    "fr": {"parent_reports": "Rapports aux parents", "summary_rebuild": "Reconstruction des résumés"},
+    "en": {"parent_reports": "Parent reports", "summary_rebuild": "Summary rebuild"},
+}
+# One sentence per outcome of producers.schedule.run_due_fire: "done" means the fire's row
+# already existed, written by another scheduler or by an earlier run of this one.
+FIRE_OUTCOMES = {
+    "fr": {
+        "fired": "{schedule} : échéance du {fire_at} exécutée.",
+        "skipped": "{schedule} : échéance du {fire_at} ignorée, car manquée depuis plus longtemps "
+        "que le délai de grâce ({grace}).",
+        "done": "{schedule} : échéance du {fire_at} déjà traitée par un autre planificateur "
+        "ou une exécution précédente.",
+    },
+    "en": {
+        "fired": "{schedule}: fire of {fire_at} run.",
+        "skipped": "{schedule}: fire of {fire_at} skipped, because it was missed by more than "
+        "the grace period ({grace}).",
+        "done": "{schedule}: fire of {fire_at} already handled by another scheduler or an earlier run.",
+    },
 }
 
 
@@ -116,10 +141,14 @@ def scheduler(
     once: Annotated[
         bool, typer.Option("--once", help="Run the fires that are due now (within the grace period), then exit.")
     ] = False,
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="Language of the --once summary, fr or en. Default: from LANG, else fr.")
+    ] = None,
 ) -> None:
     """Run the weekly parent report schedule and the periodic summary rebuild."""
+    language = output_language(lang)
     settings = _load_settings()
-    asyncio.run(run_scheduler_process(settings, once=once))
+    asyncio.run(run_scheduler_process(settings, once=once, language=language))
 
 
 async def run_parent_report(
@@ -145,10 +174,10 @@ async def run_parent_report(
         await engine.dispose()
 
 
-async def run_scheduler_process(settings: Settings, *, once: bool) -> None:
+async def run_scheduler_process(settings: Settings, *, once: bool, language: str = "fr") -> None:
     from dashboard_jobs.db import create_engine, create_session_factory
     from dashboard_jobs.processes import require_database_url, stop_on_signals
-    from dashboard_jobs.producers.schedule import run_due_fire, run_scheduler, scheduled_jobs
+    from dashboard_jobs.producers.schedule import latest_fire_time, run_due_fire, run_scheduler, scheduled_jobs
 
     engine = create_engine(require_database_url(settings), pool_size=2)
     session_factory = create_session_factory(engine)
@@ -157,7 +186,9 @@ async def run_scheduler_process(settings: Settings, *, once: bool) -> None:
             now = utc_now()
             for job in scheduled_jobs(settings, session_factory):
                 outcome = await run_due_fire(job, session_factory, now, settings.report_schedule_grace)
-                typer.echo(f"{job.name}: {outcome}")
+                # run_due_fire handled the latest fire not after ``now``, the same one as this.
+                fire_at = latest_fire_time(job.expression, job.timezone, now)
+                typer.echo(format_fire_outcome(job.name, fire_at, job.timezone, outcome, settings, language))
             return
         await run_scheduler(settings, session_factory, stop_on_signals())
     finally:
@@ -208,6 +239,18 @@ def parse_period_option(value: str | None, settings: Settings, language: str) ->
         raise typer.BadParameter(error.message(language), param_hint="--period") from None
 
 
+def format_fire_outcome(
+    schedule: str, fire_at: datetime, timezone: str, outcome: str, settings: Settings, language: str
+) -> str:
+    """Format what ``scheduler --once`` did with one schedule's fire, at its local time."""
+    local = fire_at.astimezone(ZoneInfo(timezone))
+    return FIRE_OUTCOMES[language][outcome].format(
+        schedule=SCHEDULE_LABELS[language].get(schedule, schedule),
+        fire_at=f"{local:%Y-%m-%d %H:%M} ({timezone})",
+        grace=format_duration(settings.report_schedule_grace, language),
+    )
+
+
 def format_line(line: ReportLine, language: str) -> str:
     status = STATUS_LABELS[language][line.status]
     if line.reason:
@@ -241,6 +284,6 @@ def _load_settings() -> Settings:
 
 
 def _parse_student_ids(values: list[str] | None) -> list[uuid.UUID]:
-    from dashboard_jobs.cli import parse_student_ids
+    from dashboard_jobs.cli import parse_uuids
 
-    return list(dict.fromkeys(parse_student_ids(values)))
+    return list(dict.fromkeys(parse_uuids(values, "--student-id")))
