@@ -104,6 +104,15 @@ async def amqp(settings: Settings, topology: Topology) -> AsyncIterator[tuple[ai
     await connection.close()
 
 
+@pytest.fixture
+async def running_worker(settings: Settings, session_factory: async_sessionmaker[AsyncSession], topology: Topology) -> AsyncIterator[Worker]:
+    """A worker consuming the run's queues for the duration of the test."""
+    worker = build_worker(settings, session_factory)
+    await worker.broker.start()
+    yield worker
+    await worker.broker.stop()
+
+
 def summary_request(student_ids, message_id=None, body=None, correlation_id=None) -> aio_pika.Message:
     payload = body if body is not None else json.dumps({
         "student_ids": [str(s) for s in student_ids],

@@ -9,7 +9,6 @@ import aio_pika
 import pytest
 from sqlalchemy import text
 
-from dashboard_jobs.consumers.app import build_worker
 from dashboard_jobs.consumers.reports import ReportRequestHandler
 from dashboard_jobs.consumers.topology import REPORT_CONSUMER
 from dashboard_jobs.contracts.base import Envelope, VERSION_HEADER
@@ -20,6 +19,7 @@ from dashboard_jobs.outbox.relay import Relay
 from dashboard_jobs.producers.reports import enqueue_report_requests, wait_for_batch
 from tests.helpers import scalar, wait_for
 from tests.report_data import INVALID_PERIODS, build_report_school, utc
+from tests.consumer_fixtures import amqp, running_worker  # noqa: F401 - fixtures
 
 COMPLETED_PAYLOADS = "SELECT payload FROM outbox WHERE type = 'PARENT_REPORT_COMPLETED' ORDER BY seq"
 
@@ -27,23 +27,6 @@ COMPLETED_PAYLOADS = "SELECT payload FROM outbox WHERE type = 'PARENT_REPORT_COM
 @pytest.fixture
 async def data(session_factory, clean_db):
     return await build_report_school(session_factory)
-
-
-@pytest.fixture
-async def amqp(settings, topology):
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    channel = await connection.channel()
-    exchange = await channel.get_exchange(topology.exchange)
-    yield channel, exchange
-    await connection.close()
-
-
-@pytest.fixture
-async def running_worker(settings, session_factory, topology):
-    worker = build_worker(settings, session_factory)
-    await worker.broker.start()
-    yield worker
-    await worker.broker.stop()
 
 
 def request_body(student_id, period="2025-01", regenerate=False, batch_id=None) -> dict:

@@ -17,25 +17,9 @@ from dashboard_jobs.outbox.publisher import ConfirmingPublisher
 from dashboard_jobs.outbox.relay import Relay
 from dashboard_jobs.outbox.writer import add_event
 from tests.helpers import insert_students, scalar, wait_for
+from tests.consumer_fixtures import amqp, running_worker  # noqa: F401 - fixtures
 
 COMPLETED_ROWS = "SELECT count(*) FROM outbox WHERE type = 'DASHBOARD_SUMMARY_REFRESH_COMPLETED'"
-
-
-@pytest.fixture
-async def amqp(settings, topology):
-    connection = await aio_pika.connect(settings.rabbitmq_url)
-    channel = await connection.channel()
-    exchange = await channel.get_exchange(topology.exchange)
-    yield channel, exchange
-    await connection.close()
-
-
-@pytest.fixture
-async def running_worker(settings, session_factory, topology):
-    worker = build_worker(settings, session_factory)
-    await worker.broker.start()
-    yield worker
-    await worker.broker.stop()
 
 
 def request_message(student_ids, message_id=None, body=None, version=1, event_type=None) -> aio_pika.Message:
