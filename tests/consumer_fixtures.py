@@ -113,7 +113,9 @@ async def running_worker(settings: Settings, session_factory: async_sessionmaker
     await worker.broker.stop()
 
 
-def summary_request(student_ids, message_id=None, body=None, correlation_id=None) -> aio_pika.Message:
+def summary_request(
+    student_ids, message_id=None, body=None, correlation_id=None, version=1, event_type=None
+) -> aio_pika.Message:
     payload = body if body is not None else json.dumps({
         "student_ids": [str(s) for s in student_ids],
         "reason": "test",
@@ -122,9 +124,9 @@ def summary_request(student_ids, message_id=None, body=None, correlation_id=None
     return aio_pika.Message(
         body=payload,
         message_id=str(message_id or uuid.uuid4()),
-        type=DashboardSummaryRefreshRequestedV1.TYPE,
+        type=event_type or DashboardSummaryRefreshRequestedV1.TYPE,
         correlation_id=str(correlation_id) if correlation_id else None,
-        headers={VERSION_HEADER: 1},
+        headers={VERSION_HEADER: version},
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )

@@ -6,36 +6,18 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-import aio_pika
 import pytest
 from sqlalchemy import text
 
 from dashboard_jobs.consumers.app import build_worker
-from dashboard_jobs.contracts.base import VERSION_HEADER
 from dashboard_jobs.contracts.summary import DashboardSummaryRefreshRequestedV1
 from dashboard_jobs.outbox.publisher import ConfirmingPublisher
 from dashboard_jobs.outbox.relay import Relay
 from dashboard_jobs.outbox.writer import add_event
 from tests.helpers import insert_students, scalar, wait_for
-from tests.consumer_fixtures import amqp, running_worker  # noqa: F401 - fixtures
+from tests.consumer_fixtures import amqp, running_worker, summary_request  # noqa: F401 - fixtures
 
 COMPLETED_ROWS = "SELECT count(*) FROM outbox WHERE type = 'DASHBOARD_SUMMARY_REFRESH_COMPLETED'"
-
-
-def request_message(student_ids, message_id=None, body=None, version=1, event_type=None) -> aio_pika.Message:
-    payload = body if body is not None else json.dumps({
-        "student_ids": [str(s) for s in student_ids],
-        "reason": "test",
-        "requested_at": datetime.now(UTC).isoformat(),
-    }).encode()
-    return aio_pika.Message(
-        body=payload,
-        message_id=str(message_id or uuid.uuid4()),
-        type=event_type or DashboardSummaryRefreshRequestedV1.TYPE,
-        headers={VERSION_HEADER: version},
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
 
 
 async def inbox_count(sessions) -> int:
@@ -80,13 +62,13 @@ async def test_redelivered_message_changes_nothing(settings, session_factory, cl
     message_id = uuid.uuid4()
     routing_key = DashboardSummaryRefreshRequestedV1.TYPE
 
-    await exchange.publish(request_message([student], message_id), routing_key=routing_key)
+    await exchange.publish(summary_request([student], message_id), routing_key=routing_key)
     await wait_for(lambda: _completed_exists(session_factory), what="the first refresh")
     first_refresh = await scalar(session_factory, "SELECT refreshed_at FROM dashboard_summary WHERE student_id = :s", s=student)
 
-    await exchange.publish(request_message([student], message_id), routing_key=routing_key)
+    await exchange.publish(summary_request([student], message_id), routing_key=routing_key)
     marker = uuid.uuid4()
-    await exchange.publish(request_message([student], marker), routing_key=routing_key)
+    await exchange.publish(summary_request([student], marker), routing_key=routing_key)
 
     async def marker_processed() -> bool:
         return await scalar(session_factory, "SELECT count(*) FROM inbox WHERE message_id = :m", m=marker) == 1
@@ -109,7 +91,7 @@ async def test_burst_coalesces_into_few_recomputations(settings, session_factory
     requests = 300
     for index in range(requests):
         chosen = [students[index % 10], students[(index + 3) % 10]]
-        await exchange.publish(request_message(chosen), routing_key=DashboardSummaryRefreshRequestedV1.TYPE)
+        await exchange.publish(summary_request(chosen), routing_key=DashboardSummaryRefreshRequestedV1.TYPE)
 
     worker = build_worker(settings, session_factory)
     await worker.broker.start()
@@ -149,11 +131,11 @@ async def test_invalid_message_is_dead_lettered(settings, session_factory, clean
     channel, exchange = amqp
     [student] = await insert_students(session_factory, 1)
     spec = topology.queues[0]
-    bad = request_message([student], **kwargs)
+    bad = summary_request([student], **kwargs)
     # Bind-independent: publish straight to the summary queue through the default exchange.
     await channel.default_exchange.publish(bad, routing_key=spec.name)
     good_id = uuid.uuid4()
-    await exchange.publish(request_message([student], good_id), routing_key=DashboardSummaryRefreshRequestedV1.TYPE)
+    await exchange.publish(summary_request([student], good_id), routing_key=DashboardSummaryRefreshRequestedV1.TYPE)
 
     async def good_processed() -> bool:
         return await scalar(session_factory, "SELECT count(*) FROM inbox WHERE message_id = :m", m=good_id) == 1
