@@ -464,3 +464,17 @@ async def test_delivery_limit_dead_letters_and_replay_finds_origin(settings, amq
 async def _ready_somewhere(channel, spec) -> bool:
     ready = await queue_depth(channel, spec.name) + await queue_depth(channel, spec.dead_letter_queue)
     return ready == 1
+
+
+async def test_dead_letter_queue_has_delivery_limit(settings, topology):
+    """Browsing must not reach the quorum queue's delivery limit, which drops messages on RabbitMQ 4."""
+    import aiormq
+
+    spec = topology.consumer_queues[0]
+    connection = await aio_pika.connect(settings.rabbitmq_url)
+    try:
+        channel = await connection.channel()
+        with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed, match="x-delivery-limit"):
+            await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
+    finally:
+        await connection.close()

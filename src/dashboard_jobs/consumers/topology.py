@@ -47,9 +47,15 @@ DELIVERY_LIMIT = 20
 TAP_MESSAGE_TTL_MS = 24 * 3600 * 1000
 TAP_MAX_LENGTH = 100_000
 
-# A dead-letter queue has no delivery limit, because browsing it (basic.get, then release)
-# counts as a delivery, and it has no dead-letter exchange of its own.
-DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+# Browsing a dead-letter queue (basic.get, then release) counts as a delivery, and a message
+# past a quorum queue's delivery limit is dropped when the queue has no dead-letter exchange.
+# RabbitMQ 4.0 and later give quorum queues a default limit of 20, so the limit is set here
+# high enough that browsing can never reach it; 3.x has no default and accepts the argument.
+DEAD_LETTER_DELIVERY_LIMIT = 1_000_000
+DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT,
+}
 
 # RabbitMQ's reply to a declaration whose arguments differ from the existing entity's, e.g.
 # "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'dashboard.summary' in

@@ -5,8 +5,9 @@ in the broker, so there is no outbox row to write. The CLI (``dashboard-jobs dlq
 admin API endpoints call the same functions.
 
 - Listing browses with basic.get without acknowledging, then closes the channel, which
-  returns every message to its queue. Nothing is lost or reordered, but each browse counts
-  as a delivery in the quorum queue's delivery count (dead-letter queues have no limit).
+  returns every message to its queue. Nothing is lost, though RabbitMQ may return the
+  messages in another order. Each browse counts as a delivery, so dead-letter queues are
+  declared with a delivery limit that browsing cannot reach.
 - Replay publishes a copy of each selected dead letter to the exchange and routing key it
   was first published with, keeping its message id so the consumers' inbox still skips one
   that was already processed, with fresh attempt headers. It acknowledges the dead letter
