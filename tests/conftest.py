@@ -2,7 +2,7 @@
 
 Tests talk to real servers. DATABASE_URL (a connection allowed to create databases) and
 RABBITMQ_URL select them. Without DATABASE_URL, testcontainers starts PostgreSQL when a
-Docker engine answers, and otherwise an embedded PostgreSQL runs in .data/postgres-test.
+Docker engine responds, and otherwise an embedded PostgreSQL runs in .data/postgres-test.
 RABBITMQ_URL defaults to the local broker; testcontainers starts one only when that
 broker does not answer and Docker does.
 """

@@ -3,11 +3,12 @@
 Schemathesis reads /openapi.json from the application. For every operation it sends
 requests that follow the schema and requests that break it: wrong types, missing or extra
 members, bodies that are not JSON, missing required headers. They go in-process over ASGI
-to an application on the run's real database and broker names. Each request carries the bearer token of a real
-admin, coach or parent, chosen per example, unless the case tests a missing Authorization
-header. Half of the cases have their ids and periods replaced by ones that exist (a linked
-student, their task, their tutoring session, a report batch, a stored report), so the
-fuzzing reaches the write services and the access rules instead of stopping at 403 and 404.
+to an application on the run's real database and broker names. Each request carries the
+bearer token of a real admin, coach or parent, chosen per example, unless the case tests a
+missing Authorization header. Half of the cases have their ids and periods replaced by ones
+that exist: a linked student, their task, their tutoring session, a report batch or a
+stored report. The fuzzing then reaches the write services and the access rules instead of
+stopping at 403 and 404.
 The only check is ``not_a_server_error``: invalid input must be a 4xx problem, never a 5xx.
 
 The schema comes from a fixture and each operation's cases run through Hypothesis

@@ -1,4 +1,4 @@
-"""What the two newcomer commands need before they start: a database and a broker."""
+"""Start-up prerequisites of the demo and the tests: a database and a reachable broker."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def database_url_or_embedded(database_url: str | None, data_dir: str | Path) -> 
 
 
 async def check_broker(url: str, timeout_seconds: float = 5.0) -> None:
-    """Raise BrokerUnavailableError, saying how to start a broker, when ``url`` does not answer."""
+    """Raise BrokerUnavailableError, saying how to start a broker, when ``url`` is unreachable."""
     try:
         connection = await aio_pika.connect(url, timeout=timeout_seconds)
     except (OSError, TimeoutError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as error:

@@ -5,7 +5,7 @@ rejects it. The middleware responds at once when Content-Length is over the limi
 calling the application. A body without Content-Length (chunked) is counted while the
 application reads it, and the read stops at the first chunk that crosses the limit.
 
-FastAPI's own ``max_body_size`` (FastAPI 0.165) answers with a plain-text 413, not with a
+FastAPI's own ``max_body_size`` (FastAPI 0.165) responds with a plain-text 413, not with a
 problem in the client's language, which is why the API has its own middleware.
 """
 

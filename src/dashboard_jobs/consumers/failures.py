@@ -73,7 +73,7 @@ CONNECTION_EXCEPTION_CLASS = "08"
 
 # When the broker rejects the retry or dead-letter copy itself (nack, return, confirm
 # timeout), the message goes back to its queue after this pause, so a broker in that state
-# sees one redelivery per pause and message instead of a loop that spins the CPU.
+# receives one redelivery per pause and message instead of a loop that spins the CPU.
 PUBLISH_FAILURE_PAUSE_SECONDS = 5.0
 
 

@@ -23,7 +23,7 @@ async def record_new_messages(
 ) -> set[uuid.UUID]:
     """Insert inbox rows in the session's transaction and return the ids not seen before.
 
-    A concurrent transaction inserting the same id makes this statement wait for it; if
+    A concurrent transaction inserting the same id makes this statement wait for it. When
     that transaction commits, the id is not returned here, so two consumers never both
     apply one message.
     """

@@ -135,7 +135,7 @@ class SummaryRefresher:
 
     async def _process(self, batch: list[_Pending]) -> BatchOutcome:
         # A redelivery can share a batch with the first delivery of its message: the first
-        # one counts, and every delivery still gets its answer below.
+        # one counts, and every delivery still gets its result below.
         by_id: dict[uuid.UUID, _Pending] = {}
         for pending in batch:
             by_id.setdefault(pending.envelope.message_id, pending)

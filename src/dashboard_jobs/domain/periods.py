@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
-# The platform holds no data from before this year, and Python's dates stop at year 1, so
+# The platform has no data from before this year, and Python's dates stop at year 1, so
 # an earlier period can only be a typing error.
 MIN_YEAR = 2000
 EXPECTED_FORM = "YYYY-MM"

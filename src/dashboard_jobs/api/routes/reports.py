@@ -244,8 +244,8 @@ def _requested_student_ids(
     if student_ids is None:
         if principal.role is not Role.ADMIN:
             raise Forbidden("all_students_admin_only")
-        # NOTE: an admin request for every student is not capped by bulk_report_max_students,
-        # so its response lists every cached report of the school; a large school wants paging.
+        # NOTE: bulk_report_max_students does not cap an admin request for every student, so
+        # its response lists every cached report of the school. A large school needs paging.
         return None
     unique = list(dict.fromkeys(student_ids))
     if not unique:
